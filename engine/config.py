@@ -1,0 +1,135 @@
+"""Typed settings: `config.toml` -> `Settings`, with `VTR_SECTION__KEY` env overrides.
+
+Precedence: environment > config file > built-in defaults. The built-in defaults are the
+values in the repository's `config.toml` (a test keeps the two identical), so vtr runs
+the same with or without that file. Unknown keys are rejected with their dotted name.
+Relative paths resolve against the config file's directory (the working directory when
+no file is used). Nothing is built at import: call `load_settings`.
+"""
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from engine.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "config.toml"
+ENV_PREFIX = "VTR_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageSettings(_Section):
+    data_dir: Path = Path("data")
+
+
+class CatalogSettings(_Section):
+    url: str = ""
+    busy_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class EncoderSettings(_Section):
+    name: str = "clip-vit-b32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    """The whole configuration; one attribute per `[section]` of config.toml."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    storage: StorageSettings = StorageSettings()
+    catalog: CatalogSettings = CatalogSettings()
+    encoder: EncoderSettings = EncoderSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: the environment overrides the file (passed as init data).
+        return (env_settings, init_settings)
+
+    @property
+    def catalog_url(self) -> str:
+        """The catalog's SQLAlchemy URL: `catalog.url`, else SQLite in the data dir."""
+        return self.catalog.url or f"sqlite:///{self.storage.data_dir / 'vtr.db'}"
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{key}'")
+        else:
+            problems.append(f"'{key}': {item['msg']}")
+    return f"invalid configuration ({origin}): " + "; ".join(problems)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+
+
+def default_config_path() -> Path | None:
+    """`./config.toml` when it exists, else None (built-in defaults)."""
+    candidate = Path.cwd() / DEFAULT_CONFIG_NAME
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load settings from `path` (or built-in defaults when None) plus the environment."""
+    data = _read_toml(path) if path is not None else {}
+    env_keys = sorted(k for k in os.environ if k.startswith(ENV_PREFIX))
+    origin = f"{path or 'built-in defaults'}" + (
+        f" + env {', '.join(env_keys)}" if env_keys else ""
+    )
+    try:
+        settings = Settings(**data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, origin)) from e
+    base_dir = path.resolve().parent if path is not None else Path.cwd()
+    storage = settings.storage.model_copy(
+        update={"data_dir": (base_dir / settings.storage.data_dir).resolve()}
+    )
+    return settings.model_copy(update={"storage": storage})
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain JSON-compatible data, section by section."""
+    result: dict[str, Any] = json.loads(settings.model_dump_json())
+    return result
+
+
+def settings_as_toml(settings: Settings) -> str:
+    """The effective settings rendered as TOML (scalars and flat lists only)."""
+    lines: list[str] = []
+    for section, values in settings_as_dict(settings).items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""vtr index: the SQL catalog, level embeddings, FAISS indexes and stage-1 search."""

@@ -1,0 +1,1 @@
+"""vtr localize: moment localizers (MESM, similarity), post-processing and metrics."""
