@@ -1,0 +1,60 @@
+"""Types every localizer shares: what goes in (query text, video clips), what comes out.
+
+A localizer takes one query and a batch of candidate videos and returns, per video, its
+best moments (seconds, best first) and a per-clip saliency curve. Stage-1 hints
+(`VideoClips.focus_s`) tell long-video windowing where to look first.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Moment:
+    start_s: float
+    end_s: float
+    score: float
+
+
+@dataclass(frozen=True)
+class QueryText:
+    """One encoded sentence."""
+
+    text: str
+    sentence: np.ndarray  # (D,) float32, L2-normalised, same space as the clip embeddings
+    tokens: np.ndarray  # (L, W) float32 token features after ln_final; L valid tokens incl. SOT/EOT
+
+
+@dataclass(frozen=True)
+class VideoClips:
+    """One candidate video: its clip features and timing."""
+
+    video_id: int
+    clips: np.ndarray  # (T, D) clip embeddings, L2-normalised; float16 or float32
+    clip_seconds: float
+    duration_s: float
+    focus_s: Sequence[tuple[float, float]] = field(default=())  # stage-1 best segments
+
+
+@dataclass(frozen=True)
+class VideoMoments:
+    """A localizer's answer for one video."""
+
+    video_id: int
+    moments: list[Moment]  # best first
+    saliency: np.ndarray  # (T,) float32, one score per clip
+
+
+class Localizer(Protocol):
+    """Stage 2: finds moments of `query` inside each of `videos`."""
+
+    name: str
+
+    def localize(
+        self, query: QueryText, videos: Sequence[VideoClips], top_k: int
+    ) -> list[VideoMoments]:
+        """One `VideoMoments` per input video, in input order, at most `top_k` moments each."""
+        ...
