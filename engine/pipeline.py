@@ -12,7 +12,7 @@ arguments so tests can pass fakes. Run: see `index/ingest.py` and `bench/ingest.
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class ClipLike(Protocol):
-    frames: np.ndarray  # (frames_per_clip, H, W, 3) uint8
+    @property
+    def frames(self) -> np.ndarray: ...  # (frames_per_clip, H, W, 3) uint8
 
 
 class ImageEncoder(Protocol):
@@ -180,7 +181,7 @@ def encode_videos(
     batch_size: int = 64,
     workers: int = 2,
     on_clips: Callable[[int], None] | None = None,
-) -> Iterator[EncodedVideo | FailedVideo]:
+) -> Generator[EncodedVideo | FailedVideo, None, None]:
     """Decode and encode `tasks`; yield each video's result as soon as it is complete.
 
     `decode_clips(path)` yields clips whose `.frames` hold `frames_per_clip` frames;
