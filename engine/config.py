@@ -40,6 +40,15 @@ class EncoderSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class IngestSettings(_Section):
+    clip_seconds: float = Field(default=2.0, gt=0)
+    frames_per_clip: int = Field(default=1, ge=1, le=16)
+    batch_size: int = Field(default=32, ge=1)
+    workers: int = Field(default=2, ge=1)
+    extensions: list[str] = [".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg"]
+    shard_mb: int = Field(default=1024, ge=1)
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -54,6 +63,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     catalog: CatalogSettings = CatalogSettings()
     encoder: EncoderSettings = EncoderSettings()
+    ingest: IngestSettings = IngestSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

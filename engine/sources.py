@@ -7,8 +7,6 @@ from urllib.parse import unquote, urlparse
 
 from engine.errors import InputError, NotFoundError
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts")
-
 
 def local_path(uri: str | Path) -> Path:
     """A local path from a path or `file://` URI; other schemes are refused."""
@@ -22,9 +20,7 @@ def local_path(uri: str | Path) -> Path:
 
 
 def discover_videos(
-    inputs: Iterable[str | Path],
-    recursive: bool = False,
-    extensions: Iterable[str] = VIDEO_EXTENSIONS,
+    inputs: Iterable[str | Path], extensions: Iterable[str], recursive: bool = False
 ) -> list[Path]:
     """Resolve files and directories into a sorted, duplicate-free list of video files.
 

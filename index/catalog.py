@@ -7,18 +7,18 @@ plain records (dataclasses), never ORM objects, so callers hold no session state
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,7 +31,8 @@ from engine.errors import (
     InputError,
     NotFoundError,
 )
-from index.catalog_schema import Collection, Job, Video, VideoStatus
+from engine.feature_store import FeatureAddress
+from index.catalog_schema import Collection, Job, JobStatus, Segment, Video, VideoStatus, utcnow
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -50,6 +51,19 @@ class Record:
 
 
 R = TypeVar("R", bound=Record)
+
+
+class VideoProbe(Protocol):
+    """What ingest learned about a file (engine.decode.VideoInfo satisfies this)."""
+
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def fps(self) -> float: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -305,7 +319,154 @@ class Catalog:
             session.delete(row)
         return record
 
+    # Ingest ------------------------------------------------------------------------
+
+    def register_video(
+        self, collection_id: int, uri: str, sha256: str, user_metadata: dict[str, Any] | None = None
+    ) -> tuple[VideoRecord, bool]:
+        """The video with this content in the collection, inserted as pending if new.
+
+        Returns (record, created). The (collection, sha256) unique makes this idempotent
+        even when two ingests race: the loser reads the winner's row.
+        """
+        try:
+            with self.session() as session:
+                row = Video(
+                    collection_id=collection_id,
+                    uri=uri,
+                    sha256=sha256,
+                    status=VideoStatus.PENDING,
+                    user_metadata=user_metadata or {},
+                )
+                session.add(row)
+                session.flush()
+                return _record(VideoRecord, row), True
+        except IntegrityError:
+            with self.session() as session:
+                existing = session.scalar(
+                    select(Video).where(
+                        Video.collection_id == collection_id, Video.sha256 == sha256
+                    )
+                )
+                if existing is None:
+                    raise
+                return _record(VideoRecord, existing), False
+
+    def set_video_status(
+        self, video_id: int, status: VideoStatus, error: str | None = None
+    ) -> None:
+        with self.session() as session:
+            row = self._video_row(session, video_id)
+            row.status = status
+            row.error = error
+
+    def finish_video(
+        self,
+        video_id: int,
+        probe: VideoProbe,
+        address: FeatureAddress,
+        segments: Sequence[tuple[str, float, float]] = (),
+    ) -> list[int]:
+        """Mark a video ready with its probe data, feature address and segments, atomically.
+
+        Any segments from an earlier attempt are replaced. Returns the new segment ids.
+        """
+        with self.session() as session:
+            row = self._video_row(session, video_id)
+            row.duration_s = probe.duration_s
+            row.fps = probe.fps
+            row.width = probe.width
+            row.height = probe.height
+            row.n_clips = address.length
+            row.feature_shard = address.shard
+            row.feature_offset = address.offset
+            row.feature_length = address.length
+            row.status = VideoStatus.READY
+            row.error = None
+            session.execute(delete(Segment).where(Segment.video_id == video_id))
+            rows = [
+                Segment(video_id=video_id, level=level, start_s=start_s, end_s=end_s)
+                for level, start_s, end_s in segments
+            ]
+            session.add_all(rows)
+            session.flush()
+            return [segment.id for segment in rows]
+
+    def feature_address(self, video_id: int) -> FeatureAddress:
+        """Where a ready video's clip features are stored."""
+        with self.session() as session:
+            row = self._video_row(session, video_id)
+            if row.status != VideoStatus.READY or row.feature_shard is None:
+                raise NotFoundError(f"video {video_id} has no features (status {row.status})")
+            return FeatureAddress(
+                row.feature_shard, row.feature_offset or 0, row.feature_length or 0
+            )
+
+    def recover_interrupted(self, collection_id: int) -> int:
+        """After a crash: processing videos back to pending, running jobs to failed.
+
+        Call only while holding the collection's ingest lock. Returns the videos reset.
+        """
+        with self.session() as session:
+            videos = session.scalars(
+                select(Video).where(
+                    Video.collection_id == collection_id, Video.status == VideoStatus.PROCESSING
+                )
+            ).all()
+            for video in videos:
+                video.status = VideoStatus.PENDING
+            for job in session.scalars(
+                select(Job).where(
+                    Job.collection_id == collection_id, Job.status == JobStatus.RUNNING
+                )
+            ):
+                job.status = JobStatus.FAILED
+                job.error = "interrupted before finishing; rerun the same ingest to complete it"
+                job.finished_at = utcnow()
+            return len(videos)
+
     # Jobs --------------------------------------------------------------------------
+
+    def create_job(
+        self, kind: str, collection_id: int | None, n_total: int, params: dict[str, Any]
+    ) -> JobRecord:
+        with self.session() as session:
+            row = Job(
+                kind=kind,
+                collection_id=collection_id,
+                status=JobStatus.RUNNING,
+                n_total=n_total,
+                params=params,
+            )
+            session.add(row)
+            session.flush()
+            return _record(JobRecord, row)
+
+    def update_job(
+        self,
+        job_id: int,
+        *,
+        n_done: int,
+        n_failed: int,
+        n_skipped: int,
+        status: JobStatus | None = None,
+        error: str | None = None,
+    ) -> JobRecord:
+        """Record a job's counts (progress follows from them) and optionally its end."""
+        with self.session() as session:
+            row = session.get(Job, job_id)
+            if row is None:
+                raise NotFoundError(f"unknown job id {job_id}")
+            row.n_done, row.n_failed, row.n_skipped = n_done, n_failed, n_skipped
+            finished = n_done + n_failed + n_skipped
+            row.progress = finished / row.n_total if row.n_total else 1.0
+            if status is not None:
+                row.status = status
+                row.error = error
+                if status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+                    row.finished_at = utcnow()
+            session.flush()
+            return _record(JobRecord, row)
 
     def get_job(self, job_id: int) -> JobRecord:
         with self.session() as session:

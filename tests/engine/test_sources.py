@@ -6,7 +6,11 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InputError, NotFoundError
+from engine.config import IngestSettings
 from engine.sources import discover_videos, local_path, read_list_file, sha256_file
+
+
+EXTENSIONS = IngestSettings().extensions
 
 
 @pytest.fixture
@@ -18,8 +22,8 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_directories_flat_and_recursive(tree: Path) -> None:
-    assert [p.name for p in discover_videos([tree])] == ["a.mp4", "b.MKV"]
-    assert [p.name for p in discover_videos([tree], recursive=True)] == [
+    assert [p.name for p in discover_videos([tree], EXTENSIONS)] == ["a.mp4", "b.MKV"]
+    assert [p.name for p in discover_videos([tree], EXTENSIONS, recursive=True)] == [
         "a.mp4",
         "b.MKV",
         "c.webm",
@@ -27,13 +31,13 @@ def test_directories_flat_and_recursive(tree: Path) -> None:
 
 
 def test_explicit_files_any_extension_and_no_duplicates(tree: Path) -> None:
-    found = discover_videos([tree / "notes.txt", tree, tree / "a.mp4"])
+    found = discover_videos([tree / "notes.txt", tree, tree / "a.mp4"], EXTENSIONS)
     assert [p.name for p in found] == ["notes.txt", "a.mp4", "b.MKV"]
 
 
 def test_missing_path_is_named(tree: Path) -> None:
     with pytest.raises(NotFoundError, match=r"no such file or directory: .*missing\.mp4"):
-        discover_videos([tree / "missing.mp4"])
+        discover_videos([tree / "missing.mp4"], EXTENSIONS)
 
 
 def test_uris(tree: Path) -> None:

@@ -9,8 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from engine.errors import CatalogNotInitialisedError, ConflictError, InputError, NotFoundError
+from engine.feature_store import FeatureAddress
 from index.catalog import Catalog, head_revision
-from index.catalog_schema import Base, Segment, Video, VideoStatus
+from index.catalog_schema import Base, JobStatus, Segment, Video, VideoStatus
 
 
 def _add_video(catalog: Catalog, collection_id: int, sha: str) -> int:
@@ -109,3 +110,56 @@ def test_videos_list_show_delete(catalog: Catalog) -> None:
 def test_invalid_paging(catalog: Catalog) -> None:
     with pytest.raises(InputError):
         catalog.list_videos(limit=0)
+
+
+class _Probe:
+    duration_s, fps, width, height = 9.5, 25.0, 320, 240
+
+
+def test_ingest_bookkeeping(catalog: Catalog) -> None:
+    collection = catalog.create_collection("c", "clip-vit-b32")
+    video, created = catalog.register_video(collection.id, "/v/a.mp4", "a" * 64)
+    again, created_again = catalog.register_video(collection.id, "/elsewhere/a.mp4", "a" * 64)
+    assert created
+    assert not created_again
+    assert again.id == video.id
+    assert again.uri == "/v/a.mp4"
+
+    catalog.set_video_status(video.id, VideoStatus.PROCESSING)
+    first = catalog.finish_video(video.id, _Probe(), FeatureAddress(0, 10, 5), [("global", 0, 9.5)])
+    second = catalog.finish_video(
+        video.id, _Probe(), FeatureAddress(1, 0, 5), [("global", 0, 9.5), ("action", 0, 8)]
+    )
+    assert len(first) == 1
+    assert len(second) == 2
+    with catalog.session() as session:  # a retry replaces segments, never duplicates them
+        assert sorted(session.scalars(select(Segment.id)).all()) == sorted(second)
+    ready = catalog.get_video(video.id)
+    assert ready.status == "ready"
+    assert ready.n_clips == 5
+    assert ready.duration_s == 9.5
+    assert catalog.feature_address(video.id) == FeatureAddress(1, 0, 5)
+
+    other, _ = catalog.register_video(collection.id, "/v/b.mp4", "b" * 64)
+    with pytest.raises(NotFoundError, match="has no features"):
+        catalog.feature_address(other.id)
+
+
+def test_recover_interrupted_and_jobs(catalog: Catalog) -> None:
+    collection = catalog.create_collection("c", "clip-vit-b32")
+    video, _ = catalog.register_video(collection.id, "/v/a.mp4", "a" * 64)
+    catalog.set_video_status(video.id, VideoStatus.PROCESSING)
+    job = catalog.create_job("ingest", collection.id, n_total=4, params={"inputs": ["/v"]})
+    assert job.status == "running"
+    updated = catalog.update_job(job.id, n_done=1, n_failed=1, n_skipped=0)
+    assert updated.progress == 0.5
+    assert catalog.recover_interrupted(collection.id) == 1
+    assert catalog.get_video(video.id).status == "pending"
+    crashed = catalog.get_job(job.id)
+    assert crashed.status == "failed"
+    assert crashed.error is not None
+    assert "interrupted" in crashed.error
+    assert crashed.finished_at is not None
+    done = catalog.update_job(job.id, n_done=3, n_failed=1, n_skipped=0, status=JobStatus.SUCCEEDED)
+    assert done.progress == 1.0
+    assert [j.id for j in catalog.list_jobs()] == [job.id]
