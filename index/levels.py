@@ -1,0 +1,120 @@
+"""Level embeddings: from a video's clip embeddings to its global, action and entity vectors.
+
+- global: one vector for the whole video.
+- action: one vector per temporal window of `action_window_clips`, stride
+  `action_stride_clips` (events that take a few seconds).
+- entity: one vector per distinct visual state: consecutive clips whose cosine to the
+  running state mean stays >= `entity_threshold` are merged (objects and scenes).
+Each vector comes with its time span, stored as a catalog segment. Strategies are
+registered by name; `pooling` (training-free means of the CLIP clip embeddings) is the
+default, and trained level heads register under their own names.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.errors import InputError
+
+LEVELS = ("global", "action", "entity")
+
+
+@dataclass(frozen=True)
+class LevelParams:
+    clip_seconds: float = 2.0
+    action_window_clips: int = 4
+    action_stride_clips: int = 2
+    entity_threshold: float = 0.9
+
+
+@dataclass(frozen=True)
+class LevelVectors:
+    """The vectors of one level for one video, with their time spans."""
+
+    level: str
+    vectors: np.ndarray  # (n, D) float32, L2-normalised
+    spans_s: np.ndarray  # (n, 2) float64 start/end seconds
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    result: np.ndarray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return result
+
+
+def _clip_spans(
+    starts: np.ndarray, ends: np.ndarray, params: LevelParams, duration_s: float
+) -> np.ndarray:
+    spans = np.stack([starts * params.clip_seconds, ends * params.clip_seconds], axis=1)
+    return np.minimum(spans, duration_s)
+
+
+def action_windows(n_clips: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """[start, end) clip ranges covering every clip; the last window ends at n_clips."""
+    if n_clips <= window:
+        return [(0, n_clips)]
+    starts = list(range(0, n_clips - window + 1, stride))
+    if starts[-1] + window < n_clips:
+        starts.append(n_clips - window)
+    return [(s, s + window) for s in starts]
+
+
+def entity_states(clips: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """[start, end) runs of consecutive clips close to their running mean."""
+    runs: list[tuple[int, int]] = []
+    start = 0
+    total = clips[0].astype(np.float64)
+    for index in range(1, len(clips)):
+        mean = total / np.linalg.norm(total)
+        if float(clips[index] @ mean) < threshold:
+            runs.append((start, index))
+            start, total = index, clips[index].astype(np.float64)
+        else:
+            total = total + clips[index]
+    runs.append((start, len(clips)))
+    return runs
+
+
+def pooling_levels(clips: np.ndarray, duration_s: float, params: LevelParams) -> list[LevelVectors]:
+    """Training-free levels: normalised means of clip embeddings over each span."""
+    if clips.ndim != 2 or len(clips) == 0:
+        raise InputError(f"expected (clips, dim) embeddings, got shape {clips.shape}")
+    clips = np.asarray(clips, dtype=np.float32)
+    result = []
+    for level, ranges in (
+        ("global", [(0, len(clips))]),
+        (
+            "action",
+            action_windows(len(clips), params.action_window_clips, params.action_stride_clips),
+        ),
+        ("entity", entity_states(clips, params.entity_threshold)),
+    ):
+        bounds = np.array(ranges)  # (n, 2) clip indices
+        vectors = np.stack([clips[s:e].mean(axis=0) for s, e in ranges])
+        result.append(
+            LevelVectors(
+                level,
+                _normalise(vectors),
+                _clip_spans(bounds[:, 0], bounds[:, 1], params, duration_s),
+            )
+        )
+    return result
+
+
+LevelStrategy = Callable[[np.ndarray, float, LevelParams], list[LevelVectors]]
+_STRATEGIES: dict[str, LevelStrategy] = {"pooling": pooling_levels}
+
+
+def register_level_strategy(name: str, strategy: LevelStrategy) -> None:
+    """Make a level strategy (e.g. a trained head) available by name."""
+    _STRATEGIES[name] = strategy
+
+
+def level_strategy(name: str) -> LevelStrategy:
+    try:
+        return _STRATEGIES[name]
+    except KeyError as e:
+        raise InputError(
+            f"unknown level strategy {name!r}; known: {', '.join(sorted(_STRATEGIES))}"
+        ) from e
