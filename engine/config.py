@@ -49,6 +49,13 @@ class IngestSettings(_Section):
     shard_mb: int = Field(default=1024, ge=1)
 
 
+class LevelSettings(_Section):
+    strategy: str = "pooling"
+    action_window_clips: int = Field(default=4, ge=1)
+    action_stride_clips: int = Field(default=2, ge=1)
+    entity_threshold: float = Field(default=0.9, ge=-1.0, le=1.0)
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -64,6 +71,7 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = CatalogSettings()
     encoder: EncoderSettings = EncoderSettings()
     ingest: IngestSettings = IngestSettings()
+    levels: LevelSettings = LevelSettings()
     log: LogSettings = LogSettings()
 
     @classmethod
