@@ -47,3 +47,15 @@ class CatalogNotInitialisedError(CatalogError):
     """No catalog exists yet, or its schema is older than this vtr."""
 
     code = "catalog_not_initialised"
+
+
+class DecodeError(VtrError):
+    """A video file cannot be read: missing, not a video, empty, truncated or corrupt."""
+
+    code = "decode_error"
+
+
+class ModelError(VtrError):
+    """An encoder or model cannot be built: unknown name, missing weights, bad checkpoint."""
+
+    code = "model_error"
