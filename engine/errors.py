@@ -59,3 +59,21 @@ class ModelError(VtrError):
     """An encoder or model cannot be built: unknown name, missing weights, bad checkpoint."""
 
     code = "model_error"
+
+
+class VectorIndexError(VtrError):
+    """A FAISS vector index cannot be built, updated or searched as asked."""
+
+    code = "index_error"
+
+
+class IndexMismatchError(VectorIndexError):
+    """A stored index was built for another encoder or dimension than expected."""
+
+    code = "index_mismatch"
+
+
+class IndexUnreadableError(VectorIndexError):
+    """A stored index is missing or damaged; `vtr reindex` rebuilds it from the catalog."""
+
+    code = "index_unreadable"
