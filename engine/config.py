@@ -56,6 +56,17 @@ class LevelSettings(_Section):
     entity_threshold: float = Field(default=0.9, ge=-1.0, le=1.0)
 
 
+class IndexSettings(_Section):
+    memory_budget_mb: int = Field(default=2048, ge=1)
+    exact_max_vectors: int = Field(default=50000, ge=0)
+    recall_target: float = Field(default=0.95, gt=0, le=1)
+    recall_k: int = Field(default=100, ge=1)
+    tune_queries: int = Field(default=200, ge=1)
+    factory: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    search_threads: int = Field(default=0, ge=0)
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -72,6 +83,7 @@ class Settings(BaseSettings):
     encoder: EncoderSettings = EncoderSettings()
     ingest: IngestSettings = IngestSettings()
     levels: LevelSettings = LevelSettings()
+    index: IndexSettings = IndexSettings()
     log: LogSettings = LogSettings()
 
     @classmethod
