@@ -13,6 +13,7 @@ import typer
 
 from api.cli.catalog_commands import collections_app, videos_app
 from api.cli.demo_command import demo
+from api.cli.eval_commands import eval_app
 from api.cli.output import emit, print_error, print_json, stdout
 from api.cli.state import CliState, resolve_config_path, state_of
 from engine.config import settings_as_dict, settings_as_toml
@@ -33,6 +34,7 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 app.add_typer(collections_app, name="collections")
 app.add_typer(videos_app, name="videos")
+app.add_typer(eval_app, name="eval")
 app.command()(demo)
 
 
