@@ -56,20 +56,55 @@ def anchor_sine_embedding(anchors: Tensor, dim: int) -> Tensor:
     return torch.cat((pos_c, pos_w), dim=-1)  # (..., dim)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, nheads: int, key_pad: Tensor | None) -> Tensor:
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    nheads: int,
+    key_pad: Tensor | None,
+    extra_mask: Tensor | None = None,
+) -> Tensor:
     """Multi-head scaled dot-product attention on already projected inputs.
 
     q: (batch, Lq, Dq), k: (batch, Lk, Dq), v: (batch, Lk, Dv); key_pad: (batch, Lk) bool,
-    True = padding. Returns (batch, Lq, Dv). Scale 1/sqrt(Dq / nheads).
+    True = padding; extra_mask: (batch, heads, Lq, Lk) bool, True = blocked. Returns
+    (batch, Lq, Dv). Scale 1/sqrt(Dq / nheads).
     """
     b, lq, dq = q.shape
     lk, dv = k.shape[1], v.shape[2]
     qh = q.reshape(b, lq, nheads, dq // nheads).transpose(1, 2)  # (batch, heads, Lq, dq/h)
     kh = k.reshape(b, lk, nheads, dq // nheads).transpose(1, 2)  # (batch, heads, Lk, dq/h)
     vh = v.reshape(b, lk, nheads, dv // nheads).transpose(1, 2)  # (batch, heads, Lk, dv/h)
-    mask = None if key_pad is None else ~key_pad[:, None, None, :]  # True = attend
+    blocked = None if key_pad is None else key_pad[:, None, None, :]  # (batch, 1, 1, Lk)
+    if extra_mask is not None:
+        blocked = extra_mask if blocked is None else blocked | extra_mask
+    mask = None if blocked is None else ~blocked  # True = attend
     out = nnf.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)  # (batch, heads, Lq, dv/h)
     return out.transpose(1, 2).reshape(b, lq, dv)
+
+
+def official_batch_mask(
+    target_pad: Tensor, source_pad: Tensor, nheads: int, target_index: Tensor | None = None
+) -> Tensor:
+    """The extra attention mask of the official T2V layers, reproduced.
+
+    The official layer builds `attn_mask = (target_pad x source_pad).repeat(nheads, 1, 1)`,
+    a (nheads*batch, Lt, Ls) tensor that `nn.MultiheadAttention` reads batch-major, so
+    head h of row b gets the pair mask of row (b * nheads + h) % batch. With padding in
+    the batch this blocks some valid keys of other rows; a batch of one is unaffected.
+    target_pad (batch, Lt), source_pad (batch, Ls) bool True = padding; `target_index`
+    (batch, Lq) selects which target positions are computed (default all).
+    Returns (batch, heads, Lq, Ls) bool, True = blocked.
+    """
+    b = target_pad.shape[0]
+    rows = torch.arange(b, device=target_pad.device)
+    heads = torch.arange(nheads, device=target_pad.device)
+    donor = (rows[:, None] * nheads + heads[None]) % b  # (batch, heads)
+    if target_index is None:
+        t = target_pad[donor]  # (batch, heads, Lt)
+    else:
+        t = torch.gather(target_pad[donor], 2, target_index[:, None].expand(b, nheads, -1))
+    return t[..., None] & source_pad[donor][:, :, None, :]  # (batch, heads, Lq, Ls)
 
 
 class MLP(nn.Module):
@@ -189,6 +224,7 @@ class T2VLayer(nn.Module):
         k: Tensor,
         v: Tensor,
         source_pad: Tensor | None,
+        extra_mask: Tensor | None = None,
     ) -> Tensor:
         """Layer output for (batch, Lt, dim) targets given projected source keys/values."""
         q_in = target if target_pos is None else target + target_pos
@@ -198,7 +234,9 @@ class T2VLayer(nn.Module):
             k, v = k.expand(b, -1, -1), v.expand(b, -1, -1)
             if source_pad is not None:
                 source_pad = source_pad.expand(b, -1)
-        attn = self.self_attn.out_proj(attend(q, k, v, self.self_attn.nheads, source_pad))
+        attn = self.self_attn.out_proj(
+            attend(q, k, v, self.self_attn.nheads, source_pad, extra_mask)
+        )
         x = target + self.dropout1(attn)
         y = self.linear2(self.dropout(self.activation(self.linear1(self.norm1(x)))))
         return self.norm2(x + self.dropout2(y))
@@ -210,9 +248,10 @@ class T2VLayer(nn.Module):
         source: Tensor,
         source_pos: Tensor | None,
         source_pad: Tensor | None,
+        extra_mask: Tensor | None = None,
     ) -> Tensor:
         k, v = self.source_kv(source, source_pos)
-        return self.forward_kv(target, target_pos, k, v, source_pad)
+        return self.forward_kv(target, target_pos, k, v, source_pad, extra_mask)
 
 
 class T2VEncoder(nn.Module):
@@ -229,9 +268,10 @@ class T2VEncoder(nn.Module):
         source: Tensor,
         source_pos: Tensor | None,
         source_pad: Tensor | None,
+        extra_mask: Tensor | None = None,
     ) -> Tensor:
         for layer in self.layers:
-            target = layer(target, target_pos, source, source_pos, source_pad)
+            target = layer(target, target_pos, source, source_pos, source_pad, extra_mask)
         return target
 
 
@@ -252,8 +292,9 @@ class T2VBlock(nn.Module):
         source: Tensor,
         source_pos: Tensor | None,
         source_pad: Tensor | None,
+        extra_mask: Tensor | None = None,
     ) -> Tensor:
-        return self.t2v_encoder(target, target_pos, source, source_pos, source_pad)
+        return self.t2v_encoder(target, target_pos, source, source_pos, source_pad, extra_mask)
 
 
 class EncoderLayer(nn.Module):

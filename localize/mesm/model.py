@@ -48,7 +48,6 @@ Inference without the training-only work: `encode_text`, `encode_videos` (cachea
 video: projection, positions, recon_feat) and `localize` (one text vs many videos).
 """
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -67,6 +66,7 @@ from localize.mesm.layers import (
     T2VLayer,
     TrainablePositionalEncoding,
     inverse_sigmoid,
+    official_batch_mask,
     video_position_embedding,
 )
 
@@ -89,11 +89,17 @@ class SegmentSentenceReconstructor(nn.Module):
             LinearLayer(d, d, config.input_dropout, relu=False),
         )
 
-    def forward(self, projed_video: Tensor, video_pad: Tensor | None) -> Tensor:
-        """(N, L, d) projected video, (N, L) padding -> recon_feat (N, d), L2-normalised."""
+    def forward(
+        self, projed_video: Tensor, video_pad: Tensor | None, extra_mask: Tensor | None = None
+    ) -> Tensor:
+        """(N, L, d) projected video, (N, L) padding -> recon_feat (N, d), L2-normalised.
+
+        Only the masked slot is computed (see the module doc); no video positions are
+        used, as in the official code. `extra_mask` (N, heads, 1, L): official batch mask.
+        """
         n = projed_video.shape[0]
         query = self.masked_sent_token[None, None].expand(n, 1, -1)  # (N, 1, d)
-        out = self.recon_trans(query, None, projed_video, None, video_pad)  # (N, 1, d)
+        out = self.recon_trans(query, None, projed_video, None, video_pad, extra_mask)
         return nnf.normalize(out[:, 0], dim=-1)  # (N, d)
 
 
@@ -212,7 +218,7 @@ class MesmModel(nn.Module):
         if text.projed_words.shape[0] not in (1, n):
             raise InputError(f"text batch {text.projed_words.shape[0]} does not match {n} videos")
         video_pad = None if bool(video.video_mask.all()) else ~video.video_mask
-        enhanced = self._enhance(video.projed_video, video.position, text, video_pad=None)
+        enhanced = self._enhance(video.projed_video, video.position, text)
         aligned = self._align(enhanced, video.position, video.recon_feat, text)
         memory, memory_global = self.transformer.encode(
             aligned, video_pad, video.position, self.global_rep_token, self.global_rep_pos
@@ -244,14 +250,24 @@ class MesmModel(nn.Module):
             raise InputError("every video needs at least one valid clip")
 
     def _enhance(
-        self, projed_video: Tensor, position: Tensor, text: TextState, video_pad: Tensor | None
+        self,
+        projed_video: Tensor,
+        position: Tensor,
+        text: TextState,
+        extra_mask: Tensor | None = None,
     ) -> Tensor:
         """FW-MESM: clips attend to the words (text positions are zeros: not added)."""
-        del video_pad  # the query side's padding does not change valid rows
-        return self.enhance_encoder(projed_video, position, text.projed_words, None, text.words_pad)
+        return self.enhance_encoder(
+            projed_video, position, text.projed_words, None, text.words_pad, extra_mask
+        )
 
     def _align(
-        self, enhanced: Tensor, position: Tensor, recon_feat: Tensor, text: TextState
+        self,
+        enhanced: Tensor,
+        position: Tensor,
+        recon_feat: Tensor,
+        text: TextState,
+        extra_mask: Tensor | None = None,
     ) -> Tensor:
         """Aligner: clips attend to [recon_feat; words]; word keys/values projected once."""
         n = enhanced.shape[0]
@@ -267,7 +283,7 @@ class MesmModel(nn.Module):
             k_r, v_r = layer.source_kv(recon_feat[:, None], None)  # (N, 1, d) each
             k = torch.cat([k_r, k_w.expand(n, -1, -1)], dim=1)  # (N, 1+Lw, d)
             v = torch.cat([v_r, v_w.expand(n, -1, -1)], dim=1)  # (N, 1+Lw, d)
-            x = layer.forward_kv(x, position, k, v, pad)
+            x = layer.forward_kv(x, position, k, v, pad, extra_mask)
         return x
 
     def _heads(self, hs: Tensor, refs: Tensor) -> tuple[Tensor, Tensor]:
@@ -282,24 +298,51 @@ class MesmModel(nn.Module):
         glob = self.saliency_proj2(memory_global)  # (N, d)
         return (local * glob[:, None]).sum(-1) / (self.config.hidden_dim**0.5)
 
-    def _group_recon(
-        self, video_feat: Tensor, video_mask: Tensor, group_of_row: Tensor, num_groups: int
+    def _recon(
+        self,
+        video_feat: Tensor,
+        video_mask: Tensor,
+        projed_video: Tensor,
+        group_of_row: Tensor,
+        official_masks: bool,
     ) -> Tensor:
-        """SS-MESM over all clips of each group's videos (official QVHighlights path)."""
-        lengths = video_mask.sum(1)  # (B,)
-        flat = video_feat[video_mask]  # (sum valid, Dv)
-        group_len = torch.zeros(num_groups, dtype=torch.long, device=video_feat.device)
-        group_len.index_add_(0, group_of_row, lengths)
-        chunks = torch.split(flat, group_len.tolist())
-        longest = int(group_len.max())
-        batched = video_feat.new_zeros(num_groups, longest, video_feat.shape[-1])
-        mask = torch.zeros(num_groups, longest, dtype=torch.bool, device=video_feat.device)
-        for g, chunk in enumerate(chunks):
-            batched[g, : len(chunk)] = chunk
-            mask[g, : len(chunk)] = True
-        projed = self.input_vid_proj(batched)  # (G, Lg, d)
-        recon = self.ss_reconstructor(projed, ~mask)  # (G, d)
-        return recon[group_of_row]  # (B, d)
+        """SS-MESM recon_feat (B, d) for every row, as the official forward computes it.
+
+        Video context: the row's own video ("row"), or all valid clips of the videos of
+        the row's group concatenated ("group", the official QVHighlights path).
+        """
+        b = video_feat.shape[0]
+        device = video_feat.device
+        if self.config.ss_video == "row":
+            context, context_mask = projed_video, video_mask  # (B, Lv, d), (B, Lv)
+            row_of_context = torch.arange(b, device=device)
+        else:
+            num_groups = int(group_of_row.max()) + 1
+            lengths = video_mask.sum(1)  # (B,)
+            group_len = torch.zeros(num_groups, dtype=torch.long, device=device)
+            group_len.index_add_(0, group_of_row, lengths)
+            longest = int(group_len.max())
+            batched = video_feat.new_zeros(num_groups, longest, video_feat.shape[-1])
+            context_mask = torch.arange(longest, device=device)[None] < group_len[:, None]
+            batched[context_mask] = video_feat[video_mask]  # clips in row order, per group
+            context = self.input_vid_proj(batched)  # (G, Lg, d)
+            row_of_context = group_of_row
+        if not official_masks:
+            recon = self.ss_reconstructor(context, ~context_mask)  # (G or B, d)
+            return recon if self.config.ss_video == "row" else recon[group_of_row]
+        # Official layout: one row per query, its group's sentences as slots, its own slot
+        # masked; the batch mask quirk makes the result depend on the slot's position.
+        context, context_mask = context[row_of_context], context_mask[row_of_context]
+        sizes = torch.bincount(group_of_row)  # (G,)
+        starts = torch.cumsum(sizes, 0) - sizes  # (G,)
+        slot = torch.arange(b, device=device) - starts[group_of_row]  # (B,)
+        slot_pad = (
+            torch.arange(int(sizes.max()), device=device)[None] >= sizes[group_of_row][:, None]
+        )  # (B, maxG)
+        extra = official_batch_mask(
+            slot_pad, ~context_mask, self.config.nheads, target_index=slot[:, None]
+        )  # (B, heads, 1, Lg)
+        return self.ss_reconstructor(context, ~context_mask, extra)
 
     # ------------------------------------------------------------------ full forward
 
@@ -316,7 +359,9 @@ class MesmModel(nn.Module):
         clip_mask: Tensor | None = None,
         unknown_mask: Tensor | None = None,
         words_weight: Tensor | None = None,
+        masked_words: Tensor | None = None,
         generator: torch.Generator | None = None,
+        official_masks: bool = True,
     ) -> dict[str, Any]:
         """The official forward (training and evaluation), outputs as in the module doc.
 
@@ -328,7 +373,13 @@ class MesmModel(nn.Module):
         else they are sampled with `generator`. FW-MESM reconstruction: in training mode
         when `clip_mask` (B, Lv) bool (ground-truth clips) is given; `unknown_mask`
         (B, Lw) marks tokens outside the vocabulary, `words_weight` (B, Lw) the masking
-        weights (2 content words, 1 others, 0 SOT/EOT/padding).
+        weights (2 content words, 1 others, 0 SOT/EOT/padding); `masked_words` (B, Lw)
+        bool fixes which tokens are masked instead of sampling them.
+
+        `official_masks=True` reproduces the official T2V layers' batch-mixing attention
+        mask (see `layers.official_batch_mask`): outputs then equal the official ones for
+        the same batch. False gives batch-independent outputs, equal to the official
+        ones computed one video group at a time (what `localize` computes).
         """
         self._check_video(video_feat, video_mask)
         b = video_feat.shape[0]
@@ -338,6 +389,7 @@ class MesmModel(nn.Module):
                 f"do not match a batch of {b} videos"
             )
         device = video_feat.device
+        h = self.config.nheads
         group_of_row = _group_index(group_sizes, b, device)  # (B,)
         num_groups = int(group_of_row.max()) + 1
 
@@ -346,22 +398,28 @@ class MesmModel(nn.Module):
         projed_video = self.input_vid_proj(video_feat)  # (B, Lv, d)
         position = video_position_embedding(video_mask, self.config.hidden_dim)  # (B, Lv, d)
         video_pad = ~video_mask  # (B, Lv)
-        if self.config.ss_video == "group":
-            recon = self._group_recon(video_feat, video_mask, group_of_row, num_groups)
-        else:
-            recon = self.ss_reconstructor(projed_video, video_pad)  # (B, d)
+        recon = self._recon(video_feat, video_mask, projed_video, group_of_row, official_masks)
         projed_recon = self.ss_reconstructor.output_sent_proj(recon)  # (B, d)
+        expanded_words = torch.cat([recon[:, None], projed_words], dim=1)  # (B, 1+Lw, d)
+        expanded_mask = torch.cat([words_mask.new_ones(b, 1), words_mask], dim=1)  # (B, 1+Lw)
 
-        enhanced = self._enhance(projed_video, position, text, video_pad)  # (B, Lv, d)
-        aligned = self._align(enhanced, position, recon, text)  # (B, Lv, d)
+        def masks(words: Tensor, expanded: Tensor) -> tuple[Tensor | None, Tensor | None]:
+            if not official_masks:
+                return None, None
+            return (
+                official_batch_mask(video_pad, ~words, h),
+                official_batch_mask(video_pad, ~expanded, h),
+            )
+
+        enh_mask, al_mask = masks(words_mask, expanded_mask)
+        enhanced = self._enhance(projed_video, position, text, enh_mask)  # (B, Lv, d)
+        aligned = self._align(enhanced, position, recon, text, al_mask)  # (B, Lv, d)
         memory, memory_global = self.transformer.encode(
             aligned, video_pad, position, self.global_rep_token, self.global_rep_pos
         )
         hs, refs = self.transformer.decoder(memory, video_pad, position, self.query_embed.weight)
         logits, spans = self._heads(hs, refs)
 
-        expanded_words = torch.cat([recon[:, None], projed_words], dim=1)  # (B, 1+Lw, d)
-        expanded_mask = torch.cat([words_mask.new_ones(b, 1), words_mask], dim=1)  # (B, 1+Lw)
         out: dict[str, Any] = {
             "pred_logits": logits[-1],
             "pred_spans": spans[-1],
@@ -385,9 +443,13 @@ class MesmModel(nn.Module):
             if neg_index is None:
                 neg_index = sample_negative_rows(group_of_row, generator)
             neg_index = neg_index.to(device=device, dtype=torch.long)
-            neg_text = TextState(projed_words[neg_index], ~words_mask[neg_index])
-            neg_enhanced = self._enhance(projed_video, position, neg_text, video_pad)
-            neg_aligned = self._align(neg_enhanced, position, recon[neg_index], neg_text)
+            neg_words_mask = words_mask[neg_index]  # (B, Lw)
+            neg_text = TextState(projed_words[neg_index], ~neg_words_mask)
+            neg_enh_mask, neg_al_mask = masks(neg_words_mask, expanded_mask[neg_index])
+            neg_enhanced = self._enhance(projed_video, position, neg_text, neg_enh_mask)
+            neg_aligned = self._align(
+                neg_enhanced, position, recon[neg_index], neg_text, neg_al_mask
+            )
             neg_memory, neg_global = self.transformer.encode(
                 neg_aligned, video_pad, position, self.global_rep_token, self.global_rep_pos
             )
@@ -403,7 +465,9 @@ class MesmModel(nn.Module):
                 clip_mask,
                 unknown_mask,
                 words_weight,
+                masked_words,
                 generator,
+                official_masks,
             )
             out["recfw_words_logit"] = logit
             out["recfw_masked"] = masked
@@ -423,7 +487,9 @@ class MesmModel(nn.Module):
         clip_mask: Tensor,
         unknown_mask: Tensor | None,
         words_weight: Tensor | None,
+        masked_words: Tensor | None,
         generator: torch.Generator | None,
+        official_masks: bool,
     ) -> tuple[Tensor, Tensor]:
         """Masked words attend to the ground-truth clips -> (B, Lw, V+3) logits, mask."""
         if clip_mask.shape != projed_video.shape[:2]:
@@ -438,7 +504,10 @@ class MesmModel(nn.Module):
         if unknown_mask is not None:
             unk = self._projected_token(self.unknown_token)  # (d,)
             words = torch.where(unknown_mask[..., None].bool(), unk, words)  # (B, Lw, d)
-        masked = mask_words(words_mask, words_weight, generator)  # (B, Lw) bool
+        if masked_words is None:
+            masked = mask_words(words_mask, words_weight, generator)  # (B, Lw) bool
+        else:
+            masked = masked_words.bool() & words_mask  # (B, Lw)
         mask_vec = self._projected_token(self.masked_token)  # (d,)
         words = torch.where(masked[..., None], mask_vec, words)  # (B, Lw, d)
 
@@ -448,7 +517,10 @@ class MesmModel(nn.Module):
         keep = torch.arange(longest, device=clip_mask.device)[None] < selected[:, None]  # (B, Ls)
         clips[keep] = projed_video[clip_mask]
         clip_pos[keep] = position[clip_mask]
-        out = self.enhance_encoder(words, None, clips, clip_pos, ~keep)  # (B, Lw, d)
+        extra = (
+            official_batch_mask(~words_mask, ~keep, self.config.nheads) if official_masks else None
+        )
+        out = self.enhance_encoder(words, None, clips, clip_pos, ~keep, extra)  # (B, Lw, d)
         return self.output_txt_proj(out), masked
 
 
@@ -486,10 +558,3 @@ def build_model(config: MesmConfig, seed: int | None = None) -> MesmModel:
     else:
         model = MesmModel(config)
     return model.eval()
-
-
-def expected_state_dict_shapes(config: MesmConfig) -> Sequence[tuple[str, tuple[int, ...]]]:
-    """(name, shape) of every state_dict entry, in order, for `config` (no weights built)."""
-    with torch.device("meta"):
-        model = MesmModel(config)
-    return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
