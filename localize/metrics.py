@@ -20,9 +20,12 @@ rounding (percentages with two decimals), plus the two figures MESM's eval adds
   top-scored clip is positive for at least one annotator. HL-mAP: the reference's AP
   (interpolated precision averaged over distinct recall levels) per annotator, averaged.
 
-Where the reference crashes, this module decides: a query with no predicted window
-scores IoU 0 and AP 0; an empty saliency list hits nothing. Queries are averaged in
-prediction-file order (the reference's multiprocess order can move the last bit).
+Where the reference crashes or is undefined, this module decides: a query with no
+predicted window scores IoU 0 and AP 0; an empty saliency list hits nothing; two
+zero-length spans at the same point have IoU 0; a prediction tied in IoU with several
+GT windows tries the later window first (what the reference's small-array argsort
+does). Queries are averaged in prediction-file order (the reference's multiprocess
+order can move the last bit).
 
     from localize.annotations import load_predictions, load_qvhighlights
     from localize.metrics import evaluate_moments
