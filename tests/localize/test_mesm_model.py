@@ -277,7 +277,7 @@ def test_training_step_runs_with_one_video() -> None:
     assert int(out["recfw_masked"].sum()) == 2  # max(6 // 3, 1)
     loss = out["pred_spans"].sum() + out["recfw_words_logit"].logsumexp(-1).sum()
     loss.backward()
-    assert model.class_embed.weight.grad is not None
+    assert model.span_embed.layers[0].weight.grad is not None
 
 
 def test_batch_rows_are_independent_without_the_official_masks() -> None:
