@@ -59,6 +59,7 @@ class LevelSettings(_Section):
 class IndexSettings(_Section):
     memory_budget_mb: int = Field(default=2048, ge=1)
     exact_max_vectors: int = Field(default=50000, ge=0)
+    ivf_flat_max_vectors: int = Field(default=200000, ge=0)
     recall_target: float = Field(default=0.95, gt=0, le=1)
     recall_k: int = Field(default=100, ge=1)
     tune_queries: int = Field(default=200, ge=1)

@@ -225,12 +225,13 @@ class VectorIndex:
             refine = faiss.IndexIDMap2(_new_index(dim, refine_factory))
         rng = np.random.default_rng(seed)
         _train(base, refine, data, spec, rng, use_gpu=_use_gpu(device))
+        is_ivf = faiss.try_extract_index_ivf(base) is not None
         index = cls(
             base,
             refine,
             encoder=encoder,
             factory=spec.factory,
-            nprobe=spec.nprobe,
+            nprobe=spec.nprobe if is_ivf else None,
             refine_k_factor=spec.refine_k_factor if refine is not None else 1.0,
             settings_hash=spec.settings_hash,
             device=device,
@@ -239,7 +240,7 @@ class VectorIndex:
             ids=np.zeros(0, dtype=np.int64),
         )
         index._add_checked(id_array, data)
-        if index._ivf is not None and spec.nprobe is None:
+        if is_ivf and spec.nprobe is None:
             index._tune(id_array, data, spec, rng)
         log.info(
             "built %s over %d vectors (dim %d, nprobe %s, k-factor %.1f)",
