@@ -323,7 +323,7 @@ def test_failed_save_leaves_previous_index_intact(
     real_write = faiss.write_index
     calls: list[str] = []
 
-    def crash_on_second_file(obj: object, path: str) -> None:
+    def crash_on_second_file(obj: faiss.Index, path: str) -> None:
         calls.append(path)
         if len(calls) == 2:
             Path(path).write_bytes(b"partial")  # half-written file, then the failure
