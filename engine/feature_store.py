@@ -62,11 +62,8 @@ class FeatureStore:
     def open(cls, root: Path, dim: int, shard_bytes: int = 1 << 30) -> "FeatureStore":
         """Open the store at `root`, creating it for `dim` if absent; refuse another dim."""
         manifest = root / _MANIFEST
-        if manifest.is_file():
-            try:
-                stored = json.loads(manifest.read_text())["dim"]
-            except (OSError, ValueError, KeyError) as e:
-                raise FeatureStoreError(f"unreadable feature store manifest {manifest}") from e
+        stored = cls.stored_dim(root)
+        if stored is not None:
             if stored != dim:
                 raise FeatureStoreError(
                     f"feature store {root} holds {stored}-d features, not {dim}-d"
@@ -78,6 +75,18 @@ class FeatureStore:
             os.replace(tmp, manifest)
             _fsync_dir(root)
         return cls(root, dim, shard_bytes)
+
+    @staticmethod
+    def stored_dim(root: Path) -> int | None:
+        """The feature dimension of the store at `root`, None when there is none yet."""
+        manifest = root / _MANIFEST
+        if not manifest.is_file():
+            return None
+        try:
+            dim: int = json.loads(manifest.read_text())["dim"]
+        except (OSError, ValueError, KeyError) as e:
+            raise FeatureStoreError(f"unreadable feature store manifest {manifest}") from e
+        return dim
 
     def _shard_path(self, shard: int) -> Path:
         return self.root / f"shard-{shard:06d}.f16"

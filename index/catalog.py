@@ -383,14 +383,28 @@ class Catalog:
             row.feature_length = address.length
             row.status = VideoStatus.READY
             row.error = None
-            session.execute(delete(Segment).where(Segment.video_id == video_id))
-            rows = [
-                Segment(video_id=video_id, level=level, start_s=start_s, end_s=end_s)
-                for level, start_s, end_s in segments
-            ]
-            session.add_all(rows)
-            session.flush()
-            return [segment.id for segment in rows]
+            return self._replace_segments(session, video_id, segments)
+
+    def replace_segments(
+        self, video_id: int, segments: Sequence[tuple[str, float, float]]
+    ) -> list[int]:
+        """Replace a video's segments (level, start_s, end_s); returns the new ids."""
+        with self.session() as session:
+            self._video_row(session, video_id)
+            return self._replace_segments(session, video_id, segments)
+
+    @staticmethod
+    def _replace_segments(
+        session: Session, video_id: int, segments: Sequence[tuple[str, float, float]]
+    ) -> list[int]:
+        session.execute(delete(Segment).where(Segment.video_id == video_id))
+        rows = [
+            Segment(video_id=video_id, level=level, start_s=start_s, end_s=end_s)
+            for level, start_s, end_s in segments
+        ]
+        session.add_all(rows)
+        session.flush()
+        return [segment.id for segment in rows]
 
     def feature_address(self, video_id: int) -> FeatureAddress:
         """Where a ready video's clip features are stored."""
