@@ -1,0 +1,577 @@
+"""Image and text encoders (CLIP-style), built from the table in `engine.encoder_registry`.
+
+One factory, `create_encoder(name_or_spec, device)`, returns an `Encoder` for either
+backend: open_clip (CLIP, e.g. OpenAI ViT-B/32, Radford et al. 2021) or Hugging Face
+transformers (CLIP, SigLIP). Every encoder offers
+- `preprocess(frames)`: uint8 frames (N, H, W, 3) -> normalised pixels (N, 3, S, S), in
+  torch, batched (shortest side to S and centre crop, or a squash for SigLIP);
+- `encode_images(pixels)`: (N, embed_dim) float32, L2-normalised, in the joint space;
+- `encode_text(texts, max_tokens)`: `TextFeatures` with the sentence embedding in the
+  joint space and the per-token features MESM consumes (shared/docs/MESM.md "Inputs"):
+  token ids `[SOT] + up to max_tokens - 2 BPE tokens + [EOT]` padded to the context
+  length, the text transformer's last hidden state after `ln_final` (not projected, not
+  normalised), its first `max_tokens` positions, padding zeroed.
+
+Weights never download at import. A pretrained tag is looked up in the local cache first;
+with `HF_HUB_OFFLINE=1` (or no network) a missing file is a `ModelError` that says how to
+provide it. `device="auto"` runs on CUDA in float16 when available, else on CPU in float32.
+
+    from engine.encoders import create_encoder
+    encoder = create_encoder("tiny-random")           # no weights needed
+    clips = encode_video_clips(encoder, iter_clips(path, short_side=encoder.image_size), 64)
+"""
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from engine.encoder_registry import (
+    RANDOM_WEIGHTS,
+    EncoderSpec,
+    inline_model_config,
+    list_encoders,
+    resolve_encoder,
+)
+from engine.errors import InputError, ModelError
+
+log = logging.getLogger(__name__)
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+TEXT_BATCH = 256  # texts per text-tower forward pass
+
+__all__ = [
+    "Encoder",
+    "ImageTransform",
+    "TextFeatures",
+    "create_encoder",
+    "encode_video_clips",
+    "list_encoders",
+    "resolve_device",
+]
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """What the text side gives the retriever and the localizer."""
+
+    sentence: np.ndarray  # (B, embed_dim) float32, L2-normalised, joint space
+    tokens: np.ndarray  # (B, max_tokens, token_dim) float32, last hidden state, padding zeroed
+    mask: np.ndarray  # (B, max_tokens) bool, True on SOT, BPE tokens and EOT
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """How frames become model input."""
+
+    size: int  # S: the model's input is S x S
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize_mode: Literal["shortest", "squash"] = "shortest"  # shortest: resize + centre crop
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+
+
+def preprocess_frames(frames: np.ndarray, transform: ImageTransform) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, S, S) float32 normalised, on the CPU."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise InputError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    size = transform.size
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    height, width = x.shape[-2:]  # x: (N, 3, H, W) in [0, 1]
+    if transform.resize_mode == "squash":
+        target = (size, size)
+    else:
+        scale = size / min(height, width)
+        target = (max(size, round(height * scale)), max(size, round(width * scale)))
+    if (height, width) != target:
+        x = F.interpolate(
+            x, size=target, mode=transform.interpolation, align_corners=False, antialias=True
+        ).clamp_(0.0, 1.0)  # (N, 3, H', W')
+    top = (x.shape[-2] - size) // 2
+    left = (x.shape[-1] - size) // 2
+    x = x[:, :, top : top + size, left : left + size]  # (N, 3, S, S)
+    mean = torch.tensor(transform.mean).view(1, 3, 1, 1)
+    std = torch.tensor(transform.std).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+def resolve_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """ "auto" -> CUDA in float16 when available, else CPU in float32; "cpu"; "cuda[:i]"."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError(
+                f"encoder device {device!r} asked for, but torch sees no CUDA device; "
+                "use device 'auto' or 'cpu'"
+            )
+        return torch.device(device), torch.float16
+    if device != "cpu":
+        raise ModelError(f"unknown encoder device {device!r}; use 'auto', 'cpu' or 'cuda'")
+    return torch.device("cpu"), torch.float32
+
+
+class Encoder(ABC):
+    """An image encoder and a text encoder sharing one embedding space."""
+
+    name: str
+    embed_dim: int  # joint-space dimension (image and sentence embeddings)
+    token_dim: int  # text transformer width (token features)
+    context_length: int  # text tokens the text tower takes
+    transform: ImageTransform
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def image_size(self) -> int:
+        return self.transform.size
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) uint8 -> (N, 3, S, S) float32 on the CPU (safe in worker threads)."""
+        return preprocess_frames(frames, self.transform)
+
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
+        """(N, 3, S, S) preprocessed pixels -> (N, embed_dim) float32, L2-normalised."""
+        if pixels.ndim != 4 or pixels.shape[1:] != (3, self.image_size, self.image_size):
+            raise InputError(
+                f"pixels must be (N, 3, {self.image_size}, {self.image_size}), "
+                f"got {tuple(pixels.shape)}"
+            )
+        if len(pixels) == 0:
+            return np.zeros((0, self.embed_dim), np.float32)
+        with torch.inference_mode():
+            x = pixels.to(self.device, self.dtype, non_blocking=True)
+            features = self._image_features(x).float()  # (N, embed_dim)
+            result: np.ndarray = F.normalize(features, dim=-1).cpu().numpy()
+        return result
+
+    def encode_text(self, texts: Sequence[str], max_tokens: int = 32) -> TextFeatures:
+        """Sentence embeddings and `max_tokens` token features per text (see module doc)."""
+        if isinstance(texts, str):
+            raise InputError("encode_text takes a list of strings, not one string")
+        if not 2 <= max_tokens <= self.context_length:
+            raise InputError(f"max_tokens must be in [2, {self.context_length}], got {max_tokens}")
+        sentences, tokens, masks = [], [], []
+        with torch.inference_mode():
+            for start in range(0, len(texts), TEXT_BATCH):
+                batch = list(texts[start : start + TEXT_BATCH])
+                sentence, hidden, mask = self._text_features(batch, max_tokens)
+                # sentence (b, D); hidden (b, max_tokens, token_dim); mask (b, max_tokens)
+                sentences.append(F.normalize(sentence.float(), dim=-1).cpu().numpy())
+                tokens.append((hidden.float() * mask[..., None].to(hidden.device)).cpu().numpy())
+                masks.append(mask.cpu().numpy().astype(bool))
+        if not texts:
+            return TextFeatures(
+                np.zeros((0, self.embed_dim), np.float32),
+                np.zeros((0, max_tokens, self.token_dim), np.float32),
+                np.zeros((0, max_tokens), bool),
+            )
+        return TextFeatures(
+            np.concatenate(sentences).astype(np.float32),
+            np.concatenate(tokens).astype(np.float32),
+            np.concatenate(masks),
+        )
+
+    @abstractmethod
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) on device -> (N, embed_dim), not normalised."""
+
+    @abstractmethod
+    def _text_features(
+        self, texts: list[str], max_tokens: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> sentence (b, embed_dim), hidden (b, max_tokens, token_dim), mask (b, max_tokens)."""
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, embed_dim={self.embed_dim}, "
+            f"image_size={self.image_size}, device={self.device}, dtype={self.dtype})"
+        )
+
+
+class _BpeTokenizer(Protocol):
+    sot_token_id: int
+    eot_token_id: int
+    context_length: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+def clip_token_ids(
+    tokenizer: _BpeTokenizer, texts: Sequence[str], max_bpe: int, context_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[SOT] + BPE[:max_bpe] + [EOT]`, zero-padded -> ids (B, context) and lengths (B,)."""
+    ids = torch.zeros(len(texts), context_length, dtype=torch.long)
+    lengths = torch.zeros(len(texts), dtype=torch.long)
+    for i, text in enumerate(texts):
+        row = [tokenizer.sot_token_id, *tokenizer.encode(text)[:max_bpe], tokenizer.eot_token_id]
+        ids[i, : len(row)] = torch.tensor(row)
+        lengths[i] = len(row)
+    return ids, lengths
+
+
+class OpenClipEncoder(Encoder):
+    """An open_clip CLIP model (standard text tower with `ln_final`)."""
+
+    def __init__(
+        self,
+        name: str,
+        model: Any,
+        tokenizer: _BpeTokenizer,
+        transform: ImageTransform,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.name, self.model, self.tokenizer = name, model.eval(), tokenizer
+        self.transform, self.device, self.dtype = transform, device, dtype
+        text = getattr(model, "text", model)  # CustomTextCLIP keeps the tower in `.text`
+        if not hasattr(text, "ln_final") or getattr(text, "cls_emb", None) is not None:
+            raise ModelError(f"encoder {name!r}: its text tower has no per-token ln_final output")
+        self._ln_final = text.ln_final
+        self.token_dim = int(text.ln_final.normalized_shape[0])
+        self.context_length = int(getattr(text, "context_length", tokenizer.context_length))
+        self.embed_dim = _open_clip_embed_dim(model)
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model.encode_image(pixels)
+        return out
+
+    def _tower(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (b, context) -> pooled+projected (b, embed_dim), ln_final output (b, context, W)."""
+        captured: list[torch.Tensor] = []
+        handle = self._ln_final.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            sentence: torch.Tensor = self.model.encode_text(ids.to(self.device))
+        finally:
+            handle.remove()
+        return sentence, captured[-1]
+
+    def _text_features(
+        self, texts: list[str], max_tokens: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        context = self.context_length
+        window, lengths = clip_token_ids(self.tokenizer, texts, max_tokens - 2, context)
+        full, _ = clip_token_ids(self.tokenizer, texts, context - 2, context)
+        sentence, hidden = self._tower(window)  # (b, embed_dim), (b, context, W)
+        longer = (window != full).any(dim=1)  # texts whose window cut BPE tokens off
+        if longer.any():
+            sentence = sentence.clone()
+            sentence[longer.to(sentence.device)] = self._tower(full[longer])[0]
+        mask = torch.arange(max_tokens)[None, :] < lengths[:, None]  # (b, max_tokens)
+        return sentence, hidden[:, :max_tokens], mask
+
+
+def _open_clip_embed_dim(model: Any) -> int:
+    visual = model.visual
+    output_dim = getattr(visual, "output_dim", None)
+    if output_dim:
+        return int(output_dim)
+    raise ModelError("cannot tell the open_clip model's embedding size")
+
+
+class HfEncoder(Encoder):
+    """A transformers CLIPModel or SiglipModel."""
+
+    def __init__(
+        self,
+        name: str,
+        model: Any,
+        tokenizer: Any,
+        transform: ImageTransform,
+        context_length: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.name, self.model, self.tokenizer = name, model.eval(), tokenizer
+        self.transform, self.device, self.dtype = transform, device, dtype
+        config = model.config
+        self.model_type: str = config.model_type
+        self.context_length = context_length
+        self.token_dim = int(config.text_config.hidden_size)
+        projection = getattr(config, "projection_dim", None) if self.model_type == "clip" else None
+        self.embed_dim = int(
+            projection
+            or getattr(config.text_config, "projection_size", None)
+            or config.text_config.hidden_size
+        )
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.model.get_image_features(pixel_values=pixels)
+        pooled: torch.Tensor = out.pooler_output if hasattr(out, "pooler_output") else out
+        return pooled
+
+    def _ids(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenised, truncated to `max_length` (special tokens kept), padded to the context."""
+        encoded = self.tokenizer(texts, truncation=True, max_length=max_length, padding=False)
+        ids = torch.full((len(texts), self.context_length), self.pad_id, dtype=torch.long)
+        lengths = torch.zeros(len(texts), dtype=torch.long)
+        for i, row in enumerate(encoded["input_ids"]):
+            ids[i, : len(row)] = torch.tensor(row)
+            lengths[i] = len(row)
+        return ids, lengths
+
+    def _tower(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attention = None
+        if self.model_type == "clip":  # SigLIP was trained on padded text without a mask
+            attention = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+            attention = attention.to(self.device)
+        out = self.model.get_text_features(input_ids=ids.to(self.device), attention_mask=attention)
+        return out.pooler_output, out.last_hidden_state  # (b, embed_dim), (b, context, W)
+
+    def _text_features(
+        self, texts: list[str], max_tokens: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        window, lengths = self._ids(texts, max_tokens)
+        full, full_lengths = self._ids(texts, self.context_length)
+        sentence, hidden = self._tower(window, lengths)
+        longer = lengths != full_lengths
+        if longer.any():
+            sentence = sentence.clone()
+            sentence[longer.to(sentence.device)] = self._tower(full[longer], full_lengths[longer])[
+                0
+            ]
+        mask = torch.arange(max_tokens)[None, :] < lengths[:, None]  # (b, max_tokens)
+        return sentence, hidden[:, :max_tokens], mask
+
+
+def hub_offline() -> bool:
+    """Whether the hub must not be contacted (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set)."""
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(flag.strip().lower() in ("1", "true", "yes", "on") for flag in flags)
+
+
+def _weights_help(spec: EncoderSpec) -> str:
+    if spec.backend == "hf":
+        return (
+            f"download the model on a machine with internet access "
+            f"(`huggingface-cli download {spec.arch}`), then copy the Hugging Face cache "
+            f"(~/.cache/huggingface, or HF_HOME) here, or save the model to a directory and set "
+            f"the encoder to hf:/path/to/that/directory"
+        )
+    return (
+        f"download the checkpoint on a machine with internet access (open_clip "
+        f"`create_model('{spec.arch}', pretrained='{spec.weights}')` stores it in the Hugging Face "
+        f"cache), then copy that cache here, or copy the .pt/.bin/.safetensors file and set the "
+        f"encoder to open_clip:{spec.arch}:/path/to/file"
+    )
+
+
+def _fetch_open_clip_tag(spec: EncoderSpec, tag_cfg: dict[str, Any], cache_dir: Path | None) -> str:
+    """The local path of a pretrained tag's checkpoint: from the cache, else the hub."""
+    from huggingface_hub import hf_hub_download
+
+    hub = tag_cfg.get("hf_hub", "")
+    if not hub:
+        raise ModelError(
+            f"encoder {spec.name!r}: pretrained tag {spec.weights!r} of {spec.arch} has no "
+            f"Hugging Face hub entry; {_weights_help(spec)}"
+        )
+    repo_id, filename = os.path.split(hub.rstrip("/") if hub.endswith("/") else hub)
+    if hub.endswith("/"):
+        repo_id, filenames = (
+            hub.rstrip("/"),
+            ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"],
+        )
+    else:
+        stem = os.path.splitext(filename)[0]
+        filenames = [f"{stem}.safetensors", filename]
+    offline = hub_offline()
+    errors: list[str] = []
+    for local_only in (True, False) if not offline else (True,):
+        for name in filenames:
+            try:
+                path: str = hf_hub_download(
+                    repo_id, name, cache_dir=cache_dir, local_files_only=local_only
+                )
+                return path
+            except Exception as e:  # noqa: BLE001 - every hub failure means "not available"
+                errors.append(f"{name}: {type(e).__name__}")
+    where = (
+        "the local cache (offline: HF_HUB_OFFLINE is set)" if offline else "the cache or the hub"
+    )
+    raise ModelError(
+        f"encoder {spec.name!r}: weights for {spec.arch} pretrained={spec.weights!r} "
+        f"({repo_id}) are not in {where} [{'; '.join(errors)}]; {_weights_help(spec)}"
+    )
+
+
+def _build_open_clip(
+    spec: EncoderSpec, device: torch.device, dtype: torch.dtype, cache_dir: Path | None
+) -> OpenClipEncoder:
+    import open_clip
+
+    inline = inline_model_config(spec.arch)
+    if inline is None and spec.arch not in open_clip.list_models():
+        raise ModelError(
+            f"encoder {spec.name!r}: unknown open_clip architecture {spec.arch!r} "
+            f"(see open_clip.list_models(), e.g. ViT-B-32, ViT-B-16, ViT-L-14)"
+        )
+    config = inline if inline is not None else open_clip.get_model_config(spec.arch)
+    weights_path: str | None = None
+    tag_cfg: dict[str, Any] = {}
+    if spec.weights == RANDOM_WEIGHTS:
+        pass
+    elif Path(spec.weights).expanduser().is_file():
+        weights_path = str(Path(spec.weights).expanduser())
+    elif inline is None and (tag_cfg := open_clip.get_pretrained_cfg(spec.arch, spec.weights)):
+        weights_path = _fetch_open_clip_tag(spec, tag_cfg, cache_dir)
+    else:
+        tags = open_clip.list_pretrained_tags_by_model(spec.arch) if inline is None else []
+        raise ModelError(
+            f"encoder {spec.name!r}: weights {spec.weights!r} are neither a file that exists nor "
+            f"a pretrained tag of {spec.arch} (tags: {', '.join(tags) or 'none'}; or 'random')"
+        )
+    quick_gelu = bool(tag_cfg.get("quick_gelu", config.get("quick_gelu", False)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)  # random init is reproducible
+        try:
+            if inline is not None:
+                model = open_clip.model.CLIP(**{**config, "quick_gelu": quick_gelu})
+                if weights_path is not None:
+                    open_clip.load_checkpoint(model, weights_path)
+            else:
+                model = open_clip.create_model(
+                    spec.arch, pretrained=weights_path, force_quick_gelu=quick_gelu
+                )
+        except (RuntimeError, KeyError, ValueError, OSError) as e:
+            raise ModelError(f"encoder {spec.name!r}: cannot load {weights_path}: {e}") from e
+    model = model.to(device=device, dtype=dtype)
+    tokenizer = (
+        open_clip.get_tokenizer(spec.arch)
+        if inline is None
+        else (
+            open_clip.tokenizer.SimpleTokenizer(
+                context_length=config["text_cfg"].get("context_length", 77)
+            )
+        )
+    )
+    if not hasattr(tokenizer, "sot_token_id"):
+        raise ModelError(f"encoder {spec.name!r}: token features need CLIP's BPE tokenizer")
+    preprocess_cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = config["vision_cfg"]["image_size"]
+    transform = ImageTransform(
+        size=int(size if isinstance(size, int) else size[0]),
+        mean=tuple(tag_cfg.get("mean", preprocess_cfg.get("mean", OPENAI_MEAN))),
+        std=tuple(tag_cfg.get("std", preprocess_cfg.get("std", OPENAI_STD))),
+        resize_mode="squash" if tag_cfg.get("resize_mode") == "squash" else "shortest",
+    )
+    return OpenClipEncoder(spec.name, model, tokenizer, transform, device, dtype)
+
+
+def _build_hf(
+    spec: EncoderSpec, device: torch.device, dtype: torch.dtype, cache_dir: Path | None
+) -> HfEncoder:
+    import transformers
+
+    local_dir = Path(spec.arch).expanduser()
+    source = str(local_dir) if local_dir.is_dir() else spec.arch
+    offline = hub_offline() or local_dir.is_dir()
+
+    def load(factory: Any, **kwargs: Any) -> Any:
+        attempts = (True,) if offline else (True, False)
+        error: Exception | None = None
+        for local_only in attempts:
+            try:
+                return factory.from_pretrained(
+                    source, cache_dir=cache_dir, local_files_only=local_only, **kwargs
+                )
+            except OSError as e:  # transformers reports a missing model as OSError
+                error = e
+        raise ModelError(
+            f"encoder {spec.name!r}: cannot load {source!r} ({error}); {_weights_help(spec)}"
+        ) from error
+
+    model = load(transformers.AutoModel, dtype=dtype)
+    if model.config.model_type not in ("clip", "siglip"):
+        raise ModelError(
+            f"encoder {spec.name!r}: {source} is a {model.config.model_type!r} model; "
+            "the hf backend takes CLIP or SigLIP models"
+        )
+    tokenizer = load(transformers.AutoTokenizer)
+    vision = model.config.vision_config
+    siglip = model.config.model_type == "siglip"
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(
+            source, cache_dir=cache_dir, local_files_only=True
+        )
+        mean, std = tuple(processor.image_mean), tuple(processor.image_std)
+    except OSError:
+        log.warning(
+            "%s: no image processor config; using the %s defaults",
+            source,
+            "SigLIP" if siglip else "CLIP",
+        )
+        mean, std = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) if siglip else (OPENAI_MEAN, OPENAI_STD)
+    context = spec.max_text_tokens or int(
+        min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings)
+    )
+    transform = ImageTransform(
+        size=int(vision.image_size),
+        mean=mean,
+        std=std,
+        resize_mode="squash" if siglip else "shortest",
+    )
+    return HfEncoder(spec.name, model.to(device), tokenizer, transform, context, device, dtype)
+
+
+def create_encoder(
+    name_or_spec: str | EncoderSpec, device: str = "auto", *, cache_dir: Path | None = None
+) -> Encoder:
+    """Build the encoder `name_or_spec` (a registered name, a spec string or an EncoderSpec).
+
+    `cache_dir` overrides the Hugging Face cache directory for weights lookups.
+    """
+    spec = name_or_spec if isinstance(name_or_spec, EncoderSpec) else resolve_encoder(name_or_spec)
+    torch_device, dtype = resolve_device(device)
+    log.info("building encoder %s (%s %s) on %s", spec.name, spec.backend, spec.arch, torch_device)
+    if spec.backend == "open_clip":
+        return _build_open_clip(spec, torch_device, dtype, cache_dir)
+    return _build_hf(spec, torch_device, dtype, cache_dir)
+
+
+def encode_video_clips(encoder: Encoder, clips: Iterable[Any], batch_size: int = 64) -> np.ndarray:
+    """Clips (objects with `.frames` (F, H, W, 3) uint8) -> (T, embed_dim) float32.
+
+    Each clip's frames are embedded, averaged in embedding space and re-normalised.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    out: list[np.ndarray] = []
+    pending: list[np.ndarray] = []  # frames of whole clips waiting for a batch
+    counts: list[int] = []  # frames per pending clip
+
+    def flush() -> None:
+        pixels = torch.cat([encoder.preprocess(f) for f in pending])  # (frames, 3, S, S)
+        embedded = np.concatenate(
+            [
+                encoder.encode_images(pixels[i : i + batch_size])
+                for i in range(0, len(pixels), batch_size)
+            ]
+        )  # (frames, D)
+        start = 0
+        for n in counts:
+            mean = embedded[start : start + n].mean(axis=0)
+            out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+            start += n
+        pending.clear()
+        counts.clear()
+
+    for clip in clips:
+        pending.append(clip.frames)
+        counts.append(len(clip.frames))
+        if sum(counts) >= batch_size:
+            flush()
+    if pending:
+        flush()
+    if not out:
+        return np.zeros((0, encoder.embed_dim), np.float32)
+    return np.stack(out).astype(np.float32)
