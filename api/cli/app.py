@@ -16,6 +16,7 @@ from api.cli.demo_command import demo
 from api.cli.eval_commands import eval_app
 from api.cli.output import emit, print_error, print_json, stdout
 from api.cli.state import CliState, resolve_config_path, state_of
+from api.cli.synth_command import synth
 from engine.config import settings_as_dict, settings_as_toml
 from engine.errors import VtrError
 from engine.logs import configure_logging
@@ -36,6 +37,7 @@ app.add_typer(collections_app, name="collections")
 app.add_typer(videos_app, name="videos")
 app.add_typer(eval_app, name="eval")
 app.command()(demo)
+app.command("synth")(synth)
 
 
 @app.callback()

@@ -53,7 +53,7 @@ EXTENT = 1.32  # bounding half-size of every shape, in radii (the triangle's rea
 H264_PRESET = "veryfast"
 H264_CRF = 18
 
-ProgressFn = Callable[[int, int], None]  # (videos done, videos in all)
+ProgressFn = Callable[[int, int], None]  # (videos done, videos in all); first call: (0, n)
 
 
 def _inside(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
@@ -297,7 +297,7 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> Path:
     if earlier and not overwrite:
         raise ConflictError(
             f"{out_dir} already holds a synthetic corpus ({earlier[0].name}, ...); "
-            "choose another directory or overwrite it"
+            "choose another directory or overwrite it (vtr synth --overwrite)"
         )
     try:
         for p in earlier:
@@ -345,6 +345,8 @@ def generate_corpus(
     files = tuple(
         VideoFile(v.vid, videos_dir / f"{v.vid}.mp4", v.duration_s) for v in corpus.videos
     )
+    if progress is not None:
+        progress(0, len(files))
     started = time.perf_counter()
     if workers == 1 or len(files) == 1:
         for done, (video, file) in enumerate(zip(corpus.videos, files, strict=True), start=1):

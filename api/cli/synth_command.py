@@ -1,0 +1,131 @@
+"""`vtr synth`: generate the synthetic benchmark corpus (videos + QVHighlights annotations).
+
+    vtr synth --videos 50 --out synth --seed 0
+    vtr synth --videos 200 --out heldout --seed 1 --heldout-phrasing --workers 2 --json
+
+Writes DIR/videos/<vid>.mp4, DIR/annotations.jsonl and DIR/world.json (engine.synth).
+"""
+
+import re
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from api.cli.output import emit, stderr, stdout
+from engine.errors import InputError
+from engine.synth import CorpusManifest, generate_corpus
+
+SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' -> (width, height)."""
+    match = SIZE.match(text.strip().lower())
+    if match is None:
+        raise InputError(f"--size must look like 128x96, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+class _LazyBar:
+    """A progress bar on stderr that shows up only once rendering starts, so an error
+    found before (bad arguments, an occupied directory) prints alone."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._bars: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> "_LazyBar":
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+
+    def update(self, done: int, total: int) -> None:
+        if not self._enabled:
+            return
+        if self._bars is None:
+            self._bars = Progress(
+                TextColumn("videos"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=stderr,
+            )
+            self._task = self._bars.add_task("videos", total=total)
+            self._bars.start()
+        if self._task is not None:
+            self._bars.update(self._task, completed=done)
+
+
+def _summary(manifest: CorpusManifest) -> None:
+    stdout.print(
+        f"wrote {len(manifest.videos)} videos ({manifest.video_seconds / 60:.1f} min) and "
+        f"{len(manifest.plan.queries)} queries to {manifest.out_dir} in "
+        f"{manifest.render_seconds:.1f} s ({manifest.seconds_per_video_minute:.2f} s per "
+        f"video-minute, {manifest.workers} worker{'s' if manifest.workers > 1 else ''})",
+        highlight=False,
+    )
+    stdout.print(f"annotations: {manifest.annotations_path}", highlight=False)
+
+
+def synth(
+    videos: Annotated[int, typer.Option("--videos", min=1, help="How many videos.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same corpus.")
+    ] = 0,
+    min_seconds: Annotated[float, typer.Option("--min-seconds", help="Shortest video (s).")] = 20.0,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help="Longest video (s).")] = 180.0,
+    heldout_phrasing: Annotated[
+        bool,
+        typer.Option(
+            "--heldout-phrasing", help="Word queries with the held-out templates and verbs."
+        ),
+    ] = False,
+    fps: Annotated[float, typer.Option(help="Frames per second.")] = 8.0,
+    size: Annotated[str, typer.Option(help="Frame size WIDTHxHEIGHT (even numbers).")] = "128x96",
+    workers: Annotated[int, typer.Option(min=1, help="Render videos in this many processes.")] = 1,
+    queries_per_minute: Annotated[
+        float,
+        typer.Option("--queries-per-minute", help="Queries per minute of video (>= 1 per video)."),
+    ] = 1.2,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a corpus already in --out.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Generate a synthetic video corpus with exact moment annotations."""
+    width, height = parse_size(size)
+    with _LazyBar(enabled=not as_json) as bar:
+        manifest = generate_corpus(
+            out,
+            videos,
+            seed,
+            min_seconds=min_seconds,
+            max_seconds=max_seconds,
+            fps=fps,
+            size=(width, height),
+            heldout_phrasing=heldout_phrasing,
+            queries_per_minute=queries_per_minute,
+            workers=workers,
+            overwrite=overwrite,
+            progress=bar.update,
+        )
+    emit(as_json, manifest.to_dict(), lambda: _summary(manifest))
