@@ -31,8 +31,10 @@ class ClipLike(Protocol):
 
 
 class ImageEncoder(Protocol):
-    image_size: int
-    embed_dim: int
+    @property
+    def image_size(self) -> int: ...
+    @property
+    def embed_dim(self) -> int: ...
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor: ...
 

@@ -1,0 +1,283 @@
+"""Ingest service: video files -> catalog rows -> clip features -> `ready`.
+
+Used by `vtr index` and the HTTP API alike. Each video is one unit of work:
+1. its content hash registers it once per collection (a rerun skips `ready` videos),
+2. the pipeline decodes and encodes it (decode overlapping the encoder),
+3. its features are appended to the feature store and fsynced,
+4. one catalog transaction records the feature address and level segments, `ready`,
+5. its level vectors go into the collection's FAISS indexes; the indexes are saved
+   every SAVE_EVERY_S and at the end, and only then are the segments marked indexed.
+A kill at any point leaves at most unreferenced feature bytes, `processing` rows and
+segments not marked indexed; the next ingest of the collection resets and reconciles
+those (index/collection_index.py) and finishes the work without duplicates. A file
+that cannot be decoded ends `failed` with its error; the batch goes on.
+One ingest per collection at a time (an advisory lock file in the data directory).
+"""
+
+import fcntl
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.config import Settings
+from engine.decode import iter_clips, probe
+from engine.encoders import create_encoder
+from engine.errors import ConflictError, VtrError
+from engine.feature_store import FeatureStore
+from engine.pipeline import EncodedVideo, FailedVideo, ImageEncoder, VideoTask, encode_videos
+from engine.sources import discover_videos, sha256_file
+from index.catalog import Catalog, CollectionRecord, JobRecord
+from index.catalog_schema import JobStatus, VideoStatus
+from index.collection_index import (
+    CollectionIndexes,
+    LevelComputer,
+    add_video_vectors,
+    indexes_dir,
+    level_params,
+    mark_indexed,
+    reconcile,
+    segment_rows,
+)
+
+log = logging.getLogger(__name__)
+
+EncoderFactory = Callable[[str, str], ImageEncoder]
+SAVE_EVERY_S = 30.0  # save indexes at most this often during a run (and at its end)
+
+
+class IngestProgress(Protocol):
+    """Receives progress as an ingest runs (the CLI draws bars from it)."""
+
+    def started(self, n_videos: int, n_todo: int) -> None: ...
+
+    def clips_encoded(self, n_clips: int) -> None: ...
+
+    def video_finished(self, uri: str, status: str, error: str | None) -> None: ...
+
+
+@dataclass
+class IngestResult:
+    job: JobRecord
+    ready: list[int] = field(default_factory=list)  # video ids indexed by this run
+    skipped: list[int] = field(default_factory=list)  # already ready before this run
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (uri, error)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.job.to_dict(),
+            "ready": self.ready,
+            "skipped": self.skipped,
+            "failed": [{"uri": uri, "error": error} for uri, error in self.failed],
+        }
+
+
+def features_dir(data_dir: Path, collection_id: int) -> Path:
+    """Where a collection's clip features live."""
+    return data_dir / "features" / str(collection_id)
+
+
+@contextmanager
+def ingest_lock(data_dir: Path, collection: CollectionRecord) -> Iterator[None]:
+    """Hold the collection's ingest lock, or fail at once if another ingest holds it."""
+    lock_dir = data_dir / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with (lock_dir / f"ingest-{collection.id}.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise ConflictError(
+                f"another ingest is running on collection {collection.name!r}; wait for it"
+            ) from e
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ingest(
+    catalog: Catalog,
+    settings: Settings,
+    collection: str,
+    inputs: Sequence[str | Path],
+    *,
+    recursive: bool = False,
+    progress: IngestProgress | None = None,
+    encoder_factory: EncoderFactory = create_encoder,
+) -> IngestResult:
+    """Index `inputs` (files, directories, file:// URIs) into `collection`."""
+    record = catalog.get_collection(collection)
+    paths = discover_videos(inputs, settings.ingest.extensions, recursive=recursive)
+    data_dir = settings.storage.data_dir
+    with ingest_lock(data_dir, record):
+        reset = catalog.recover_interrupted(record.id)
+        if reset:
+            log.info("resuming %d videos interrupted by an earlier ingest", reset)
+        job = catalog.create_job(
+            "ingest",
+            record.id,
+            n_total=len(paths),
+            params={"inputs": [str(i) for i in inputs], "recursive": recursive},
+        )
+        result = IngestResult(job)
+        try:
+            _Run(catalog, settings, record, progress, encoder_factory, result).run(paths)
+        except BaseException as e:
+            _update(catalog, result, JobStatus.FAILED, f"{type(e).__name__}: {e}")
+            raise
+        result.job = _update(catalog, result, JobStatus.SUCCEEDED)
+    return result
+
+
+def _update(
+    catalog: Catalog,
+    result: IngestResult,
+    status: JobStatus | None = None,
+    error: str | None = None,
+) -> JobRecord:
+    return catalog.update_job(
+        result.job.id,
+        n_done=len(result.ready),
+        n_failed=len(result.failed),
+        n_skipped=len(result.skipped),
+        status=status,
+        error=error,
+    )
+
+
+class _Run:
+    """One ingest run's state: the store and indexes, opened once."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: Settings,
+        collection: CollectionRecord,
+        progress: IngestProgress | None,
+        encoder_factory: EncoderFactory,
+        result: IngestResult,
+    ) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.collection = collection
+        self.progress = progress
+        self.encoder_factory = encoder_factory
+        self.result = result
+        self.compute_levels = LevelComputer(
+            settings.levels.strategy,
+            level_params(settings.levels, settings.ingest.clip_seconds),
+        )
+        self.store_root = features_dir(settings.storage.data_dir, collection.id)
+        self.store: FeatureStore | None = None
+        self.indexes: CollectionIndexes | None = None
+        self.unsaved: list[int] = []  # segment ids added to indexes, not yet saved
+        self.last_save = time.monotonic()
+
+    def _open(self, dim: int) -> tuple[FeatureStore, CollectionIndexes]:
+        if self.store is None or self.indexes is None:
+            self.store = FeatureStore.open(
+                self.store_root, dim, self.settings.ingest.shard_mb << 20
+            )
+            self.indexes = CollectionIndexes.open(
+                indexes_dir(self.settings.storage.data_dir, self.collection.id),
+                self.collection.encoder_spec,
+                dim,
+                self.settings.index,
+            )
+            reconcile(
+                self.catalog, self.collection.id, self.indexes, self.store, self.compute_levels
+            )
+        return self.store, self.indexes
+
+    def _save(self, force: bool = False) -> None:
+        """Save the indexes, then record their segments as indexed (in that order)."""
+        if self.indexes is None or not self.unsaved:
+            return
+        if force or time.monotonic() - self.last_save >= SAVE_EVERY_S:
+            self.indexes.save()
+            mark_indexed(self.catalog, self.unsaved)
+            self.unsaved = []
+            self.last_save = time.monotonic()
+
+    def run(self, paths: list[Path]) -> None:
+        stored_dim = FeatureStore.stored_dim(self.store_root)
+        if stored_dim is not None:
+            self._open(stored_dim)  # finish what a crashed run left before adding more
+        tasks = self._register(paths)
+        if self.progress is not None:
+            self.progress.started(len(paths), len(tasks))
+        if tasks:
+            self._encode(tasks)
+        self._save(force=True)
+
+    def _register(self, paths: list[Path]) -> list[VideoTask]:
+        tasks: list[VideoTask] = []
+        queued: set[int] = set()
+        for path in paths:
+            try:
+                sha = sha256_file(path)
+            except OSError as e:
+                self.result.failed.append((str(path), f"cannot read {path}: {e.strerror}"))
+                continue
+            video, _created = self.catalog.register_video(self.collection.id, str(path), sha)
+            if video.status == VideoStatus.READY or video.id in queued:
+                self.result.skipped.append(video.id)  # indexed before, or twice in this batch
+            else:
+                queued.add(video.id)
+                tasks.append(VideoTask(video.id, path))
+        return tasks
+
+    def _encode(self, tasks: list[VideoTask]) -> None:
+        ingest = self.settings.ingest
+        encoder = self.encoder_factory(self.collection.encoder_spec, self.settings.encoder.device)
+        self._open(encoder.embed_dim)
+        for task in tasks:
+            self.catalog.set_video_status(task.key, VideoStatus.PROCESSING)
+        decode = functools.partial(
+            iter_clips,
+            clip_seconds=ingest.clip_seconds,
+            frames_per_clip=ingest.frames_per_clip,
+            short_side=encoder.image_size,
+        )
+        outputs = encode_videos(
+            tasks,
+            encoder,
+            decode,
+            probe,
+            frames_per_clip=ingest.frames_per_clip,
+            batch_size=ingest.batch_size,
+            workers=ingest.workers,
+            on_clips=self.progress.clips_encoded if self.progress is not None else None,
+        )
+        for output in outputs:
+            error = output.error if isinstance(output, FailedVideo) else self._store(output)
+            if error is None:
+                self.result.ready.append(output.key)
+            else:
+                self.catalog.set_video_status(output.key, VideoStatus.FAILED, error)
+                self.result.failed.append((str(output.path), error))
+            _update(self.catalog, self.result)
+            self._save()
+            if self.progress is not None:
+                self.progress.video_finished(
+                    str(output.path), "failed" if error else "ready", error
+                )
+
+    def _store(self, video: EncodedVideo) -> str | None:
+        """Features -> store (synced) -> catalog (ready + segments) -> indexes; or an error."""
+        store, indexes = self._open(video.clips.shape[1])
+        try:
+            levels = self.compute_levels(video.clips, video.info.duration_s)
+            address = store.append(video.clips)
+        except VtrError as e:
+            return str(e)
+        segment_ids = self.catalog.finish_video(
+            video.key, video.info, address, segment_rows(levels)
+        )
+        add_video_vectors(indexes, levels, segment_ids)
+        self.unsaved.extend(segment_ids)
+        return None
