@@ -344,9 +344,16 @@ class HfEncoder(Encoder):
 
 
 def hub_offline() -> bool:
-    """Whether the hub must not be contacted (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set)."""
+    """Whether the hub must not be contacted: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set.
+
+    huggingface_hub reads HF_HUB_OFFLINE once, at import; set it before starting vtr so that
+    library never touches the network either.
+    """
+    from huggingface_hub import constants
+
     flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return any(flag.strip().lower() in ("1", "true", "yes", "on") for flag in flags)
+    on = any(flag.strip().lower() in ("1", "true", "yes", "on") for flag in flags)
+    return on or bool(constants.HF_HUB_OFFLINE)
 
 
 def _weights_help(spec: EncoderSpec) -> str:
