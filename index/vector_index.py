@@ -49,6 +49,8 @@ REFINE_FILE = "refine.faiss"
 NORM_TOLERANCE = 1e-2  # |norm - 1| accepted for "L2-normalised" input
 _TIE_TOLERANCE = 1e-5  # exact scores this close to the k-th true score count as hits
 _MAX_K_FACTOR_DOUBLINGS = 3
+_CHECK_ROWS = 65536  # rows per block when validating input vectors
+_RERANK_QUERIES = 32  # queries per block when re-ranking (bounds the gathered vectors)
 # Tuning cost model: re-ranking one candidate costs about as much as scanning this many
 # codes of the searched index (4-bit PQ, dim 512, measured with bench/index.py).
 RERANK_COST = 50.0
@@ -84,21 +86,29 @@ def _default_gpu_clone(index: Any) -> Any:
     return faiss.index_cpu_to_all_gpus(index)
 
 
-def knn_recall(
+def knn_recalls(
     found_exact_scores: Sequence[np.ndarray], kth_true_scores: np.ndarray, k: int
-) -> float:
-    """Mean recall@k with ties: a found id is a hit when its exact score reaches the k-th.
+) -> np.ndarray:
+    """Recall@k of each query, with ties: a found id is a hit when its exact score reaches
+    the k-th best.
 
     `found_exact_scores[i]` holds the exact similarities of the (distinct) ids returned for
     query i, `kth_true_scores[i]` the k-th best exact similarity over the whole collection.
     """
-    if len(found_exact_scores) == 0:
-        return 1.0
     hits = [
         min(k, int(np.count_nonzero(s[:k] >= t - _TIE_TOLERANCE)))
         for s, t in zip(found_exact_scores, kth_true_scores, strict=True)
     ]
-    return float(np.mean(hits)) / k
+    return np.asarray(hits, dtype=np.float64) / k  # (nq,)
+
+
+def knn_recall(
+    found_exact_scores: Sequence[np.ndarray], kth_true_scores: np.ndarray, k: int
+) -> float:
+    """Mean of `knn_recalls` (1.0 for no queries)."""
+    if len(found_exact_scores) == 0:
+        return 1.0
+    return float(knn_recalls(found_exact_scores, kth_true_scores, k).mean())
 
 
 def _as_ids(ids: Any) -> np.ndarray:
@@ -119,11 +129,12 @@ def _as_unit_vectors(vectors: Any, dim: int | None, what: str) -> np.ndarray:
         want = f"(n, {dim})" if dim is not None else "(n, dim)"
         raise InputError(f"{what} must have shape {want}, got {array.shape}")
     array = np.ascontiguousarray(array, dtype=np.float32)  # (n, dim)
-    if array.size:
-        if not np.isfinite(array).all():
+    for start in range(0, len(array), _CHECK_ROWS):  # blocks: no (n, dim) temporaries
+        block = array[start : start + _CHECK_ROWS]  # (rows, dim)
+        squared = np.einsum("ij,ij->i", block, block)  # (rows,)
+        if not np.isfinite(squared).all():
             raise InputError(f"{what} contain NaN or infinite values")
-        norms = np.linalg.norm(array, axis=1)  # (n,)
-        worst = float(np.abs(norms - 1.0).max())
+        worst = float(np.abs(np.sqrt(squared) - 1.0).max())
         if worst > NORM_TOLERANCE:
             raise InputError(f"{what} must be L2-normalised (a norm is off by {worst:.3g})")
     return array
@@ -203,9 +214,14 @@ class VectorIndex:
         device: str = "auto",
         search_threads: int = 0,
         seed: int = 0,
+        tune_queries: Any | None = None,
         gpu_clone: GpuClone = _default_gpu_clone,
     ) -> "VectorIndex":
-        """A new index over `vectors` (n, dim) keyed by `ids` (n,), trained and tuned."""
+        """A new index over `vectors` (n, dim) keyed by `ids` (n,), trained and tuned.
+
+        IVF types without a fixed `spec.nprobe` are tuned (see `tune`) on `tune_queries`
+        (nq, dim) when given (e.g. a sample of real text queries), else on indexed vectors.
+        """
         id_array = _as_ids(ids)
         data = _as_unit_vectors(vectors, None, "vectors")  # (n, dim)
         n, dim = data.shape
@@ -241,7 +257,7 @@ class VectorIndex:
         )
         index._add_checked(id_array, data)
         if is_ivf and spec.nprobe is None:
-            index._tune(id_array, data, spec, rng)
+            index.tune(id_array, data, spec, queries=tune_queries, seed=seed)
         log.info(
             "built %s over %d vectors (dim %d, nprobe %s, k-factor %.1f)",
             spec.factory,
@@ -388,71 +404,122 @@ class VectorIndex:
         finally:
             if self.search_threads > 0:
                 faiss.omp_set_num_threads(previous_threads)
+        if self._refine is not None:
+            distances, labels = self._rerank(q, distances, labels)
         scores_out: list[np.ndarray] = []
         ids_out: list[np.ndarray] = []
         for row in range(nq):
-            keep = labels[row] >= 0
-            found, scores = labels[row][keep], distances[row][keep]
-            if self._refine is not None and len(found):
-                stored = self._refine.reconstruct_batch(found)  # (found, dim)
-                scores = stored @ q[row]  # (found,)
-                order = np.argsort(-scores, kind="stable")[:k]
-                found, scores = found[order], scores[order]
-            scores_out.append(np.ascontiguousarray(scores[:k], dtype=np.float32))
-            ids_out.append(np.ascontiguousarray(found[:k], dtype=np.int64))
+            keep = labels[row, :k] >= 0  # -1: no result (fewer matches than k)
+            scores_out.append(np.ascontiguousarray(distances[row, :k][keep], dtype=np.float32))
+            ids_out.append(np.ascontiguousarray(labels[row, :k][keep], dtype=np.int64))
         return scores_out, ids_out
+
+    def _rerank(
+        self, q: np.ndarray, distances: np.ndarray, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Re-score candidates with the re-ranking store's vectors; best first, -1 last."""
+        refine: Any = self._refine
+        scores = np.full(labels.shape, -np.inf, dtype=np.float32)  # (nq, depth)
+        for start in range(0, len(q), _RERANK_QUERIES):
+            block = labels[start : start + _RERANK_QUERIES]  # (b, depth)
+            rows, cols = np.nonzero(block >= 0)  # (m,) each
+            if len(rows) == 0:
+                continue
+            stored = refine.reconstruct_batch(block[rows, cols])  # (m, dim)
+            queries = q[start : start + _RERANK_QUERIES][rows]  # (m, dim)
+            scores[start + rows, cols] = np.einsum("ij,ij->i", stored, queries)  # (m,)
+        order = np.argsort(-scores, axis=1, kind="stable")  # (nq, depth)
+        labels = np.take_along_axis(labels, order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        labels[~np.isfinite(scores)] = -1
+        return scores, labels
 
     # ---- tuning -------------------------------------------------------------------------
 
-    def _tune(
-        self, ids: np.ndarray, data: np.ndarray, spec: IndexSpec, rng: np.random.Generator
-    ) -> None:
-        """Smallest nprobe (then re-ranking depth) reaching spec.recall_target at recall_k."""
-        n = len(data)
-        k = min(spec.recall_k, n - 1)
-        nlist = int(self._ivf.nlist)
-        if k < 1:
-            self.nprobe = nlist
-            return
-        picks = rng.choice(n, size=min(spec.tune_queries, n), replace=False)
-        queries = data[picks]  # (nq, dim)
-        true_scores, _ = faiss.knn(queries, data, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
-        # Each query is an indexed vector: its own entry (score 1) is among the k+1 best,
-        # so the (k+1)-th best overall is the k-th best of the others.
-        kth_true = true_scores[:, k]  # (nq,)
-        order = np.argsort(ids)
-        sorted_ids = ids[order]
+    def tune(
+        self,
+        ids: Any,
+        vectors: Any,
+        spec: IndexSpec,
+        *,
+        queries: Any | None = None,
+        seed: int = 0,
+    ) -> float:
+        """Set the cheapest nprobe and re-ranking depth reaching spec.recall_target.
 
-        def recall(nprobe: int) -> float:
+        `ids`/`vectors` must be everything indexed: exact search over them is the ground
+        truth. `queries` (nq, dim) are representative queries; without them
+        `spec.tune_queries` indexed vectors serve, each excluding itself from the results.
+        A setting passes when its mean recall@recall_k minus one standard error of that
+        mean reaches the target, so that unseen queries of the same kind meet it too.
+        Candidates: nprobe doubling then bisected, for k-factors doubling from the current
+        one (re-ranking indexes only); cost = vectors scanned + RERANK_COST * re-ranked.
+        Returns the mean recall of the chosen setting on the tuning queries.
+        """
+        if self._ivf is None:
+            raise VectorIndexError(f"{self.factory!r} is not an IVF index: nothing to tune")
+        id_array = _as_ids(ids)
+        data = _as_unit_vectors(vectors, self.dim, "vectors")  # (n, dim)
+        if len(id_array) != len(data) or not np.array_equal(np.sort(id_array), self._ids):
+            raise InputError("tune needs exactly the indexed ids and their vectors")
+        n = len(data)
+        nlist = int(self._ivf.nlist)
+        order = np.argsort(id_array)
+        sorted_ids = id_array[order]
+        if queries is None:
+            k = min(spec.recall_k, n - 1)
+            picks = np.random.default_rng(seed).choice(
+                n, size=min(spec.tune_queries, n), replace=False
+            )
+            tune_q = data[picks]  # (nq, dim)
+            excluded: np.ndarray | None = id_array[picks]
+            # Each query is an indexed vector: its own entry (score 1) is among the k+1
+            # best, so the (k+1)-th best overall is the k-th best of the others.
+            extra = 1
+        else:
+            k = min(spec.recall_k, n)
+            tune_q = _as_unit_vectors(queries, self.dim, "queries")
+            excluded, extra = None, 0
+        if k < 1 or len(tune_q) == 0:
+            self.nprobe = nlist
+            return 1.0
+        true_scores, _ = faiss.knn(tune_q, data, k + extra, metric=faiss.METRIC_INNER_PRODUCT)
+        kth_true = true_scores[:, k + extra - 1]  # (nq,)
+
+        def recall(nprobe: int) -> tuple[float, bool]:
             self.nprobe = nprobe
-            _, found_ids = self.search(queries, k + 1)
+            _, found_ids = self.search(tune_q, k + extra)
             exact = []
             for row, found in enumerate(found_ids):
-                found = found[found != ids[picks[row]]][:k]
-                positions = order[np.searchsorted(sorted_ids, found)]
-                exact.append(data[positions] @ queries[row])  # (k,)
-            return knn_recall(exact, kth_true, k)
+                if excluded is not None:
+                    found = found[found != excluded[row]]
+                positions = order[np.searchsorted(sorted_ids, found[:k])]
+                exact.append(data[positions] @ tune_q[row])  # (k,)
+            values = knn_recalls(exact, kth_true, k)  # (nq,)
+            error = float(values.std(ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+            mean = float(values.mean())
+            return mean, mean - error >= spec.recall_target
 
-        factors = [self.refine_k_factor]
+        factors = [1.0]
         if self._refine is not None:
-            factors += [self.refine_k_factor * 2**i for i in range(1, _MAX_K_FACTOR_DOUBLINGS + 1)]
+            factors = [spec.refine_k_factor * 2**i for i in range(_MAX_K_FACTOR_DOUBLINGS + 1)]
         list_size = n / nlist
 
         def cost(probe: int, factor: float) -> float:
             return probe * list_size + RERANK_COST * math.ceil(k * factor)
 
         best_seen = (-1.0, nlist, factors[0])  # (recall, nprobe, factor)
-        chosen: tuple[float, int, float] | None = None  # (cost, nprobe, factor)
+        chosen: tuple[float, int, float, float] | None = None  # (cost, nprobe, factor, recall)
         for factor in factors:
             self.refine_k_factor = factor
-            low, probe, reached = 0, 1, False
+            low, probe, reached, passing = 0, 1, False, 0.0
             while chosen is None or cost(probe, factor) < chosen[0]:
-                value = recall(probe)
+                value, passed = recall(probe)
                 log.debug("tune: nprobe %d k-factor %.1f recall@%d %.4f", probe, factor, k, value)
                 if value > best_seen[0] + 1e-3:
                     best_seen = (value, probe, factor)
-                if value >= spec.recall_target:
-                    reached = True
+                if passed:
+                    reached, passing = True, value
                     break
                 if probe >= nlist:
                     break
@@ -461,12 +528,13 @@ class VectorIndex:
                 continue
             while probe - low > 1:  # the smallest passing nprobe in (low, probe]
                 middle = (low + probe) // 2
-                if recall(middle) >= spec.recall_target:
-                    probe = middle
+                value, passed = recall(middle)
+                if passed:
+                    probe, passing = middle, value
                 else:
                     low = middle
             if chosen is None or cost(probe, factor) < chosen[0]:
-                chosen = (cost(probe, factor), probe, factor)
+                chosen = (cost(probe, factor), probe, factor, passing)
         if chosen is None:
             recall_value, probe, factor = best_seen
             log.warning(
@@ -478,9 +546,10 @@ class VectorIndex:
                 probe,
             )
         else:
-            _, probe, factor = chosen
+            _, probe, factor, recall_value = chosen
         self.refine_k_factor = factor
         self.nprobe = probe
+        return recall_value
 
     # ---- persistence --------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ points, a few exact duplicates so that ties occur), in the manner of faiss' cont
 `SyntheticDataset`. Small sizes keep the whole file to a few seconds.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import faiss
@@ -20,7 +21,7 @@ from engine.errors import (
 )
 from index import vector_index
 from index.index_factory import IndexSpec, choose_index_spec
-from index.vector_index import VectorIndex, knn_recall
+from index.vector_index import VectorIndex, knn_recall, knn_recalls
 
 DIM = 32
 ENCODER = "test-encoder"
@@ -96,6 +97,9 @@ def test_knn_recall_counts_ties_as_hits() -> None:
     assert knn_recall([np.array([0.9, 0.8])], np.array([0.8]), 2) == 1.0
     assert knn_recall([np.array([0.9, 0.1])], np.array([0.8]), 2) == 0.5
     assert knn_recall([np.array([0.8])], np.array([0.8]), 2) == 0.5  # one result short
+    per_query = knn_recalls([np.array([0.9, 0.8]), np.array([0.1])], np.array([0.8, 0.5]), 2)
+    np.testing.assert_array_equal(per_query, [1.0, 0.0])
+    assert knn_recall([], np.zeros(0), 5) == 1.0
 
 
 def test_exact_index_has_perfect_recall_despite_ties(
@@ -125,6 +129,24 @@ def test_tuned_index_reaches_recall_target_on_held_out_queries(
             assert data.recall(index, 10) < 0.93
         finally:
             index.nprobe = tuned
+
+
+def test_tune_on_given_queries_meets_target_on_other_queries(data: Synthetic) -> None:
+    spec = _spec("IVF32,PQ8x4fs,Refine(SQfp16)", nprobe=1, refine_k_factor=4)
+    index = VectorIndex.build(data.ids, data.vectors, spec, encoder=ENCODER)
+    assert index.nprobe == 1 and data.recall(index, 10) < 0.8  # fixed nprobe: not tuned
+    tuning = Synthetic(nq=200, seed=0)  # same collection, other queries
+    tuning.queries = tuning.queries[100:]
+    reached = index.tune(data.ids, data.vectors, replace(spec, nprobe=None), queries=tuning.queries)
+    assert reached >= 0.95 and index.nprobe is not None and index.nprobe > 1
+    assert index.refine_k_factor >= 4
+    assert data.recall(index, 10) >= 0.93
+    with pytest.raises(InputError, match="exactly the indexed ids"):
+        index.tune(data.ids[1:], data.vectors[1:], spec)
+    with pytest.raises(VectorIndexError, match="not an IVF"):
+        VectorIndex.build(data.ids, data.vectors, _spec("Flat"), encoder=ENCODER).tune(
+            data.ids, data.vectors, spec
+        )
 
 
 def test_pq_without_refine_is_what_refine_fixes(data: Synthetic) -> None:
@@ -210,7 +232,7 @@ def test_remove_makes_ids_disappear_and_add_brings_them_back(data: Synthetic, fa
     assert index.remove(gone) == 0
     assert len(index) == len(data.ids) - len(gone)
     assert not np.isin(gone, index.ids()).any()
-    _, ids = index.search(data.queries, len(data.ids))
+    _, ids = index.search(data.queries[:5], len(data.ids))
     for row in ids:
         assert not np.isin(row, gone).any()
         assert len(row) == len(index)  # nprobe = nlist: every remaining vector is found
