@@ -36,6 +36,7 @@ from engine.synth.world import (
     COLOURS,
     CorpusPlan,
     ObjectState,
+    SynthQuery,
     Timeline,
     VideoPlan,
     annotation_rows,
@@ -247,6 +248,11 @@ class CorpusManifest:
     plan: CorpusPlan
     render_seconds: float  # wall time to draw and encode every video
     workers: int
+
+    @property
+    def queries(self) -> tuple[SynthQuery, ...]:
+        """The annotations, as written to annotations.jsonl (qid order)."""
+        return self.plan.queries
 
     @property
     def video_seconds(self) -> float:

@@ -228,7 +228,8 @@ def test_generate_corpus_writes_videos_annotations_and_world(tmp_path: Path) -> 
         assert len(frames) == round(file.duration_s * FPS)
     loaded = load_qvhighlights(manifest.annotations_path)
     lines = manifest.annotations_path.read_text().splitlines()
-    assert len(loaded) == len(lines) == len(manifest.plan.queries) >= 3
+    assert len(loaded) == len(lines) == len(manifest.queries) >= 3
+    assert [q.query for q in loaded] == [q.text for q in manifest.queries]
     for query, line in zip(loaded, lines, strict=True):
         assert json.dumps(query_to_dict(query)) == line  # the reference writer's bytes
         assert query.vid in {v.vid for v in manifest.videos}
