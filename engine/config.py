@@ -68,6 +68,31 @@ class IndexSettings(_Section):
     search_threads: int = Field(default=0, ge=0)
 
 
+class SearchSettings(_Section):
+    default_collection: str = "default"
+    top_k: int = Field(default=10, ge=1)
+    max_top_k: int = Field(default=100, ge=1)
+    candidates: int = Field(default=20, ge=1)
+    k_per_level: int = Field(default=200, ge=1)
+    weight_global: float = Field(default=1.0, ge=0)
+    weight_action: float = Field(default=1.0, ge=0)
+    weight_entity: float = Field(default=0.5, ge=0)
+    normalisation: Literal["none", "minmax", "zscore"] = "minmax"
+    stage1_weight: float = Field(default=0.3, ge=0, le=1)
+    moments_per_video: int = Field(default=3, ge=1)
+    max_query_chars: int = Field(default=1000, ge=1)
+
+
+class LocalizerSettings(_Section):
+    name: Literal["similarity", "mesm"] = "similarity"
+    checkpoint: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_clips: int = Field(default=75, ge=2)
+    overlap_clips: int = Field(default=15, ge=0)
+    max_windows: int = Field(default=16, ge=1)
+    nms_iou: float = Field(default=0.5, ge=0, le=1)
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -85,6 +110,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     levels: LevelSettings = LevelSettings()
     index: IndexSettings = IndexSettings()
+    search: SearchSettings = SearchSettings()
+    localizer: LocalizerSettings = LocalizerSettings()
     log: LogSettings = LogSettings()
 
     @classmethod
