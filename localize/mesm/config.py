@@ -4,7 +4,8 @@ Values follow the official configs of MESM (Liu et al., "Towards Balanced Alignm
 Modal-Enhanced Semantic Modeling for Video Moment Retrieval", AAAI 2024; code
 github lntzm/MESM, `config/*/C+SF_C.json`). Feature widths are configuration: the
 video input width `v_feat_dim` counts the 2 TEF dims appended to each clip row
-(CLIP 512 + SlowFast 2304 + 2 = 2818 for the official C+SF features; 514 for CLIP only).
+(CLIP 512 + SlowFast 2304 + 2 = 2818 for the official C+SF features, each block
+L2-normalised on its own: `v_feat_splits`; 514 for CLIP only).
 
     cfg = preset("qvhighlights")
     cfg = clip_only(512)            # our own CLIP-only features, 514-d video input
@@ -43,6 +44,9 @@ class MesmConfig:
     vocab_size: int = 5000  # FW-MESM vocabulary (top CLIP BPE tokens); head has +3
     clip_seconds: float = 2.0  # seconds per clip row
     use_tef: bool = True  # clip rows end with the 2 TEF dims
+    # Widths of the feature blocks concatenated in a clip row (before TEF), each
+    # L2-normalised on its own as the official features are; () = one block.
+    v_feat_splits: tuple[int, ...] = ()
     # SS-MESM video context: "group" = all clips of the videos of one group (the
     # official QVHighlights path), "row" = each row's own video (Charades, TACoS).
     ss_video: SsVideo = "group"
@@ -67,6 +71,13 @@ class MesmConfig:
             problems.append("dropout and input_dropout must be in [0, 1)")
         if self.clip_seconds <= 0:
             problems.append(f"clip_seconds must be > 0, got {self.clip_seconds}")
+        if self.v_feat_splits and (
+            sum(self.v_feat_splits) != self.clip_feat_dim or min(self.v_feat_splits) < 1
+        ):
+            problems.append(
+                f"v_feat_splits {self.v_feat_splits} must be positive and sum to the clip "
+                f"feature width {self.clip_feat_dim}"
+            )
         if self.ss_video not in ("group", "row"):
             problems.append(f"ss_video must be 'group' or 'row', got {self.ss_video!r}")
         if problems:
@@ -91,12 +102,19 @@ class MesmConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown MESM config keys: {', '.join(unknown)}")
-        return cls(**data)
+        values = dict(data)
+        if "v_feat_splits" in values:
+            values["v_feat_splits"] = tuple(values["v_feat_splits"])
+        return cls(**values)
 
 
-QVHIGHLIGHTS = MesmConfig(name="qvhighlights")
+CLIP_B32_DIM = 512
+SLOWFAST_DIM = 2304
+
+QVHIGHLIGHTS = MesmConfig(v_feat_splits=(CLIP_B32_DIM, SLOWFAST_DIM), name="qvhighlights")
 
 CHARADES = MesmConfig(
+    v_feat_splits=(CLIP_B32_DIM, SLOWFAST_DIM),
     max_v_l=194,
     max_q_l=16,
     vocab_size=1111,
@@ -108,7 +126,9 @@ CHARADES = MesmConfig(
 
 def clip_only(embed_dim: int = 512, base: MesmConfig = QVHIGHLIGHTS) -> MesmConfig:
     """`base` with CLIP-only clip features of width `embed_dim` (+2 TEF dims)."""
-    return replace(base, v_feat_dim=embed_dim + TEF_DIMS, name=f"{base.name}-clip{embed_dim}")
+    return replace(
+        base, v_feat_dim=embed_dim + TEF_DIMS, v_feat_splits=(), name=f"{base.name}-clip{embed_dim}"
+    )
 
 
 PRESETS: dict[str, MesmConfig] = {

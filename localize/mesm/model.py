@@ -59,6 +59,7 @@ from engine.errors import InputError
 from localize.mesm.config import MesmConfig
 from localize.mesm.layers import (
     MLP,
+    Linear,
     LinearLayer,
     MomentTransformer,
     T2VBlock,
@@ -165,7 +166,7 @@ class MesmModel(nn.Module):
         self.transformer = MomentTransformer(*t2v_args, c.enc_layers, c.dec_layers)
         self.txt_position_embed = TrainablePositionalEncoding(c.max_q_l + 1, d, c.dropout)
         self.span_embed = MLP(d, d, 2, 3)
-        self.class_embed = nn.Linear(d, 2)
+        self.class_embed = Linear(d, 2)
         self.query_embed = nn.Embedding(c.num_queries, 2)
         self.input_txt_proj = nn.Sequential(
             LinearLayer(c.t_feat_dim, d, c.input_dropout, relu=True),
@@ -175,11 +176,11 @@ class MesmModel(nn.Module):
             LinearLayer(c.v_feat_dim, d, c.input_dropout, relu=True),
             LinearLayer(d, d, c.input_dropout, relu=False),
         )
-        self.saliency_proj1 = nn.Linear(d, d)
-        self.saliency_proj2 = nn.Linear(d, d)
+        self.saliency_proj1 = Linear(d, d)
+        self.saliency_proj2 = Linear(d, d)
         self.output_txt_proj = nn.Sequential(
             LinearLayer(d, d, c.input_dropout, relu=True),
-            nn.Linear(d, c.num_word_classes),
+            Linear(d, c.num_word_classes),
         )
         self.ss_reconstructor = SegmentSentenceReconstructor(c)
 
