@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -31,7 +32,7 @@ import av
 import av.video.stream
 import numpy as np
 
-from engine.errors import ConflictError, InputError, NotFoundError
+from engine.errors import ConflictError, InputError, NotFoundError, VtrError
 from engine.synth.world import (
     COLOURS,
     CorpusPlan,
@@ -360,16 +361,22 @@ def generate_corpus(
             if progress is not None:
                 progress(done, len(files))
     else:
-        context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [
-                pool.submit(render_video, video, file.path)
-                for video, file in zip(corpus.videos, files, strict=True)
-            ]
-            for done, future in enumerate(as_completed(futures), start=1):
-                future.result()
-                if progress is not None:
-                    progress(done, len(files))
+        # fork where there is one: workers start at once and re-import nothing (they only
+        # run render_video, which uses no thread or lock of the parent)
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures = [
+                    pool.submit(render_video, video, file.path)
+                    for video, file in zip(corpus.videos, files, strict=True)
+                ]
+                for done, future in enumerate(as_completed(futures), start=1):
+                    future.result()
+                    if progress is not None:
+                        progress(done, len(files))
+        except BrokenProcessPool as e:
+            raise VtrError(f"a video rendering process died ({e}); try one worker") from e
     render_seconds = time.perf_counter() - started
     world_path = write_world(corpus, out_dir / WORLD_NAME)
     annotations_path = write_annotations(corpus, out_dir / ANNOTATIONS_NAME)
