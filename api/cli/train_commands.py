@@ -1,0 +1,215 @@
+"""`vtr train ...`: train models from annotation files and precomputed features.
+
+`vtr train localizer` trains MESM with the official recipe (see localize/mesm/train.py)
+on QVHighlights-style jsonl or Charades-STA txt annotations:
+
+    vtr train localizer --train highlight_train_release.jsonl \\
+        --val highlight_val_release.jsonl \\
+        --features features/clip_features --features features/slowfast_features \\
+        --text-features features/clip_text_features \\
+        --config-preset qvhighlights --epochs 200 --out mesm_qvh.ckpt
+
+Video features: one or more directories of `{vid}.npz` (key `features`) or `.h5/.hdf5`
+files with one dataset per video; several are L2-normalised and concatenated.
+Text features: CLIP token features per query, a directory of `qid{qid}.npz` (key
+`last_hidden_state`) or an HDF5 file keyed by qid.
+"""
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+import typer
+
+from api.cli.output import emit, print_table, stderr, stdout
+from engine.errors import InputError
+from localize.mesm.config import PRESETS
+
+if TYPE_CHECKING:
+    from localize.mesm.data import EncoderTextSource, QidTextSource, TextFeatureSource
+
+log = logging.getLogger(__name__)
+
+train_app = typer.Typer(help="Train models (the MESM localizer).", no_args_is_help=True)
+
+
+@train_app.callback()
+def train_group() -> None:
+    """Train models from annotation files and precomputed features."""
+
+
+def _text_source(path: Path) -> "QidTextSource":
+    from localize.features import Hdf5FeatureSource, NpzDirFeatureSource
+    from localize.mesm.data import QidTextSource
+
+    if path.is_dir():
+        return QidTextSource(
+            NpzDirFeatureSource(path, key="last_hidden_state", filename="qid{}.npz")
+        )
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return QidTextSource(Hdf5FeatureSource(path))
+    raise InputError(
+        f"--text-features {path}: give a directory of qid{{qid}}.npz files or an .h5/.hdf5 file"
+    )
+
+
+def _encoded_text_source(
+    name: str, texts: list[str], max_words_l: int, device: str
+) -> "EncoderTextSource":
+    """Token features of every distinct text, computed once in batches by the encoder."""
+    from engine.encoders import create_encoder
+    from localize.mesm.data import EncoderTextSource
+
+    encoder = create_encoder(name, device)
+    distinct = sorted(set(texts))
+    feats = encoder.encode_text(distinct, max_tokens=max_words_l)
+    table = {t: feats.tokens[i][feats.mask[i]] for i, t in enumerate(distinct)}
+    return EncoderTextSource(table.__getitem__)
+
+
+@train_app.command("localizer")
+def train_localizer_command(
+    train: Annotated[Path, typer.Option(help="Training annotations (.jsonl or Charades .txt).")],
+    features: Annotated[
+        list[Path],
+        typer.Option(help="Video features: npz directory or HDF5 file; repeat to concatenate."),
+    ],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write (the best epoch's weights).")],
+    text_features: Annotated[
+        Path | None,
+        typer.Option(help="Token features per query: qid{qid}.npz directory or HDF5."),
+    ] = None,
+    text_encoder: Annotated[
+        str | None,
+        typer.Option(help="Or compute token features with this encoder (e.g. clip-vit-b32)."),
+    ] = None,
+    val: Annotated[
+        Path | None, typer.Option(help="Validation annotations; best MR-full-mAP is kept.")
+    ] = None,
+    config_preset: Annotated[
+        str, typer.Option(help=f"MESM preset: {', '.join(sorted(PRESETS))}.")
+    ] = "qvhighlights",
+    annotation_format: Annotated[
+        str, typer.Option("--format", help="auto (by suffix), qvhighlights or charades.")
+    ] = "auto",
+    durations: Annotated[
+        Path | None,
+        typer.Option(help="Charades durations: Charades_v1_*.csv or JSON {vid: seconds}."),
+    ] = None,
+    vocab_file: Annotated[
+        Path | None,
+        typer.Option(help="Official CLIP_tokenized_count.txt; default: counted on --train."),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 200,
+    batch_videos: Annotated[
+        int | None, typer.Option(min=1, help="Videos per batch (default 12).")
+    ] = None,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-4,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 2018,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train the MESM localizer; keeps the checkpoint with the best val MR-full-mAP."""
+    # torch and the training stack load only when this command runs
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from localize.features import open_feature_source
+    from localize.mesm.config import preset
+    from localize.mesm.data import (
+        MesmDataset,
+        WordVocab,
+        clip_tokenizer,
+        data_config,
+        dataset_style,
+    )
+    from localize.mesm.losses import criterion_preset
+    from localize.mesm.train import (
+        SELECTION_METRIC,
+        AnnotationFormat,
+        Device,
+        TrainConfig,
+        load_durations,
+        load_queries,
+        train_localizer,
+    )
+
+    if annotation_format not in ("auto", "qvhighlights", "charades"):
+        raise InputError(
+            f"--format must be auto, qvhighlights or charades, not {annotation_format!r}"
+        )
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, not {device!r}")
+    fmt = cast(AnnotationFormat, annotation_format)
+    chosen_device = cast(Device, device)
+    model_config = preset(config_preset)
+    duration_map = load_durations(durations) if durations is not None else None
+    train_queries = load_queries(train, fmt, duration_map)
+    val_queries = load_queries(val, fmt, duration_map) if val is not None else None
+
+    overrides: dict[str, Any] = {"videos_per_batch": batch_videos} if batch_videos else {}
+    dcfg = data_config(model_config, **overrides)
+    video_source = open_feature_source(features)
+    text_source: TextFeatureSource
+    if text_features is not None and text_encoder is None:
+        text_source = _text_source(text_features)
+    elif text_encoder is not None and text_features is None:
+        texts = [q.query for q in train_queries + (val_queries or [])]
+        text_source = _encoded_text_source(text_encoder, texts, dcfg.max_words_l, device)
+    else:
+        raise InputError("give exactly one of --text-features and --text-encoder")
+    if vocab_file is not None:
+        vocab = WordVocab.from_count_file(vocab_file, model_config.vocab_size)
+    else:
+        vocab = WordVocab.from_texts(
+            [q.query for q in train_queries],
+            clip_tokenizer(),
+            model_config.vocab_size,
+            dcfg.max_words_l,
+        )
+    train_set = MesmDataset(train_queries, video_source, text_source, dcfg, vocab=vocab, seed=seed)
+    val_set = (
+        MesmDataset(val_queries, video_source, text_source, dcfg, seed=seed)
+        if val_queries is not None
+        else None
+    )
+    criterion = criterion_preset(dataset_style(model_config))
+    config = TrainConfig(epochs=epochs, lr=lr, seed=seed, device=chosen_device)
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    ) as progress:
+        result = train_localizer(
+            model_config, train_set, val_set, out, config, criterion, progress=progress
+        )
+
+    summary = result.to_dict()
+    summary["preset"] = config_preset
+    summary["train_queries"] = len(train_set.queries)
+    summary["val_queries"] = len(val_set.queries) if val_set is not None else 0
+
+    def render() -> None:
+        rows = [
+            (
+                r.epoch,
+                f"{r.train_losses.get('loss_overall', float('nan')):.4f}",
+                "" if r.val_brief is None else r.val_brief.get(SELECTION_METRIC),
+                f"{r.seconds:.1f}",
+            )
+            for r in result.history
+        ]
+        print_table("epochs", ["epoch", "train loss", SELECTION_METRIC, "seconds"], rows)
+        best = "" if result.best_score is None else f" ({SELECTION_METRIC} {result.best_score:.2f})"
+        stdout.print(f"saved epoch {result.best_epoch}{best} to {result.checkpoint}")
+
+    emit(as_json, summary, render)
