@@ -429,14 +429,6 @@ class Timeline:
             _Base(o.x, o.y, o.size, o.colour, o.visible, o.angle_deg) for o in video.objects
         ]
 
-    def base_before(self, event_index: int) -> _Base:
-        """The settled state of the acting object when event `event_index` starts."""
-        ev = self.video.events[event_index]
-        for i, _, before, _ in self._tracks[ev.object_index]:
-            if i == event_index:
-                return replace(before)
-        raise InputError(f"no event {event_index}")
-
     def state(self, index: int, t_s: float) -> ObjectState:
         """Object `index`'s pose at time `t_s` (seconds)."""
         obj = self.video.objects[index]
