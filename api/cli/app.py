@@ -18,6 +18,7 @@ from api.cli.index_command import index_videos
 from api.cli.output import emit, print_error, print_json, stdout
 from api.cli.state import CliState, resolve_config_path, state_of
 from api.cli.synth_command import synth
+from api.cli.train_commands import train_app
 from engine.config import settings_as_dict, settings_as_toml
 from engine.errors import VtrError
 from engine.logs import configure_logging
@@ -37,6 +38,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(collections_app, name="collections")
 app.add_typer(videos_app, name="videos")
 app.add_typer(eval_app, name="eval")
+app.add_typer(train_app, name="train")
 app.command()(demo)
 app.command("index")(index_videos)
 app.command("synth")(synth)
