@@ -6,7 +6,9 @@ queries measure:
 - build time (training on a sample, adding everything, nprobe tuning), save/load time;
 - index bytes (the saved files, i.e. what the loaded index holds in memory);
 - p50/p99 latency of single-query searches (k=100) at 1 and at all OpenMP threads;
-- recall@10 and recall@100 against exact search (ties count as hits);
+- recall@10 and recall@100 against exact search (ties count as hits) on held-out queries,
+  with nprobe as tuned at build (on indexed vectors) and re-tuned on a second, disjoint
+  set of held-out queries (`VectorIndex.tune(..., queries=...)`);
 - exact single-query latency, and the speed ratio exact / index.
 
 Data: like real embeddings, clustered and anisotropic. --clusters centres around a shared
@@ -26,8 +28,9 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -106,6 +109,7 @@ def single_query_latency(search: object, queries: np.ndarray, threads: int) -> l
 class Row:
     n: int
     factory: str
+    tuned_on: str
     nprobe: int | None
     k_factor: float
     build_s: float
@@ -120,23 +124,67 @@ class Row:
     exact_p50: dict[int, float]
 
 
-def run_size(n: int, args: argparse.Namespace, thread_counts: list[int]) -> Row:
+def measure(
+    index: VectorIndex,
+    data: np.ndarray,
+    queries: np.ndarray,
+    true_scores: np.ndarray,
+    args: argparse.Namespace,
+    thread_counts: list[int],
+) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+    """Recall@10/@100 on `queries` and single-query latency percentiles per thread count."""
+    k = 100
+    _, found = index.search(queries, k)
+    recalls = {}
+    for depth in (10, 100):
+        exact = [
+            data[(row_ids[:depth] - 1) // 2] @ queries[row] for row, row_ids in enumerate(found)
+        ]
+        recalls[depth] = knn_recall(exact, true_scores[:, depth - 1], depth)
+    latency_queries = queries[: args.latency_queries]
+    p50: dict[int, float] = {}
+    p99: dict[int, float] = {}
+    for threads in thread_counts:
+        index.search_threads = threads
+        index.search(latency_queries[:5], k)  # warm-up
+        samples = single_query_latency(lambda q: index.search(q, k), latency_queries, threads)
+        p50[threads], p99[threads] = percentiles_ms(samples)
+        index.search_threads = 0
+        print(
+            f"   {threads} thread(s): p50 {p50[threads]:.2f} ms, p99 {p99[threads]:.2f} ms; "
+            f"recall@10 {recalls[10]:.3f}, recall@100 {recalls[100]:.3f}",
+            flush=True,
+        )
+    return recalls, p50, p99
+
+
+def run_size(n: int, args: argparse.Namespace, thread_counts: list[int]) -> list[Row]:
     k = 100
     t0 = time.perf_counter()
-    data, queries = clustered_unit_vectors(
+    data, all_queries = clustered_unit_vectors(
         n,
         args.dim,
-        args.queries,
+        args.queries + args.tune_queries,
         clusters=args.clusters,
         spectrum=args.spectrum,
         shared=args.shared,
         query_noise=args.query_noise,
         seed=args.seed,
     )
+    queries, tune_queries = all_queries[: args.queries], all_queries[args.queries :]
     print(f"\n== N={n}: data generated in {time.perf_counter() - t0:.1f}s", flush=True)
     t0 = time.perf_counter()
     true_scores, _ = faiss.knn(queries, data, k, metric=faiss.METRIC_INNER_PRODUCT)  # (nq, k)
     print(f"   exact ground truth for {len(queries)} queries: {time.perf_counter() - t0:.1f}s")
+    exact_p50: dict[int, float] = {}
+    for threads in thread_counts:
+        samples = single_query_latency(
+            lambda q: faiss.knn(q, data, k, metric=faiss.METRIC_INNER_PRODUCT),
+            queries[: args.exact_queries],
+            threads,
+        )
+        exact_p50[threads] = percentiles_ms(samples)[0]
+        print(f"   exact search, {threads} thread(s): p50 {exact_p50[threads]:.1f} ms")
     ids = np.arange(n, dtype=np.int64) * 2 + 1  # catalog-like ids, not positions
 
     spec = spec_from_settings(n, args.dim, IndexSettings(factory=args.factory))
@@ -144,8 +192,8 @@ def run_size(n: int, args: argparse.Namespace, thread_counts: list[int]) -> Row:
     index = VectorIndex.build(ids, data, spec, encoder="bench", device=args.device)
     build_s = time.perf_counter() - t0
     print(
-        f"   built {spec.factory} in {build_s:.1f}s: nprobe {index.nprobe}, "
-        f"k-factor {index.refine_k_factor:g}",
+        f"   built {spec.factory} in {build_s:.1f}s (tuned on indexed vectors): "
+        f"nprobe {index.nprobe}, k-factor {index.refine_k_factor:g}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -156,72 +204,81 @@ def run_size(n: int, args: argparse.Namespace, thread_counts: list[int]) -> Row:
         t0 = time.perf_counter()
         index = VectorIndex.load(Path(tmp), "bench", args.dim, device=args.device)
         load_s = time.perf_counter() - t0
-
-    _, found = index.search(queries, k)
-    recalls = {}
-    for depth in (10, 100):
-        exact = [
-            data[(row_ids[:depth] - 1) // 2] @ queries[row] for row, row_ids in enumerate(found)
-        ]
-        recalls[depth] = knn_recall(exact, true_scores[:, depth - 1], depth)
-
-    latency_queries = queries[: args.latency_queries]
-    exact_queries = queries[: args.exact_queries]
-    p50: dict[int, float] = {}
-    p99: dict[int, float] = {}
-    exact_p50: dict[int, float] = {}
-    for threads in thread_counts:
-        index.search(latency_queries[:5], k)  # warm-up
-        samples = single_query_latency(lambda q: index.search(q, k), latency_queries, threads)
-        p50[threads], p99[threads] = percentiles_ms(samples)
-        samples = single_query_latency(
-            lambda q: faiss.knn(q, data, k, metric=faiss.METRIC_INNER_PRODUCT),
-            exact_queries,
-            threads,
+    common: dict[str, Any] = {
+        "n": n,
+        "factory": spec.factory,
+        "save_s": save_s,
+        "load_s": load_s,
+        "index_mb": manifest.total_bytes / 2**20,
+        "raw_mb": data.nbytes / 2**20,
+        "exact_p50": exact_p50,
+    }
+    rows = []
+    recalls, p50, p99 = measure(index, data, queries, true_scores, args, thread_counts)
+    rows.append(
+        Row(
+            tuned_on="indexed" if index.nprobe is not None else "-",
+            nprobe=index.nprobe,
+            k_factor=index.refine_k_factor,
+            build_s=build_s,
+            recall10=recalls[10],
+            recall100=recalls[100],
+            p50=p50,
+            p99=p99,
+            **common,
         )
-        exact_p50[threads] = percentiles_ms(samples)[0]
+    )
+    if index.nprobe is not None and args.tune_queries:
+        t0 = time.perf_counter()
+        index.tune(ids, data, replace(spec, nprobe=None), queries=tune_queries)
+        tune_s = time.perf_counter() - t0
         print(
-            f"   {threads} thread(s): index p50 {p50[threads]:.2f} ms p99 {p99[threads]:.2f} ms, "
-            f"exact p50 {exact_p50[threads]:.1f} ms",
+            f"   re-tuned on {len(tune_queries)} held-out queries in {tune_s:.1f}s: "
+            f"nprobe {index.nprobe}, k-factor {index.refine_k_factor:g}",
             flush=True,
         )
-    return Row(
-        n=n,
-        factory=spec.factory,
-        nprobe=index.nprobe,
-        k_factor=index.refine_k_factor,
-        build_s=build_s,
-        save_s=save_s,
-        load_s=load_s,
-        index_mb=manifest.total_bytes / 2**20,
-        raw_mb=data.nbytes / 2**20,
-        recall10=recalls[10],
-        recall100=recalls[100],
-        p50=p50,
-        p99=p99,
-        exact_p50=exact_p50,
-    )
+        recalls, p50, p99 = measure(index, data, queries, true_scores, args, thread_counts)
+        rows.append(
+            Row(
+                tuned_on="queries",
+                nprobe=index.nprobe,
+                k_factor=index.refine_k_factor,
+                build_s=tune_s,
+                recall10=recalls[10],
+                recall100=recalls[100],
+                p50=p50,
+                p99=p99,
+                **common,
+            )
+        )
+    return rows
 
 
 def print_table(rows: list[Row], thread_counts: list[int]) -> None:
-    print("\nindex choice (shipped [index] settings unless --factory)")
+    print("\nindex choice (shipped [index] settings unless --factory); tuned on: indexed =")
+    print("build-time tuning on indexed vectors, queries = re-tuned on held-out queries")
+    print("(build s for those rows: the re-tuning time); recall on other held-out queries")
     print(
-        f"{'N':>9}  {'factory':<36} {'nprobe':>6} {'kf':>4} {'build s':>8} {'save s':>7} "
-        f"{'load s':>7} {'index MB':>9} {'f32 MB':>8} {'R@10':>6} {'R@100':>6}"
+        f"{'N':>9}  {'factory':<34} {'tuned on':>8} {'nprobe':>6} {'kf':>4} {'build s':>8} "
+        f"{'save s':>6} {'load s':>6} {'index MB':>9} {'f32 MB':>7} {'R@10':>6} {'R@100':>6}"
     )
     for r in rows:
         print(
-            f"{r.n:>9}  {r.factory:<36} {r.nprobe if r.nprobe is not None else '-':>6} "
-            f"{r.k_factor:>4g} {r.build_s:>8.1f} {r.save_s:>7.1f} {r.load_s:>7.1f} "
-            f"{r.index_mb:>9.1f} {r.raw_mb:>8.1f} {r.recall10:>6.3f} {r.recall100:>6.3f}"
+            f"{r.n:>9}  {r.factory:<34} {r.tuned_on:>8} "
+            f"{r.nprobe if r.nprobe is not None else '-':>6} {r.k_factor:>4g} {r.build_s:>8.1f} "
+            f"{r.save_s:>6.1f} {r.load_s:>6.1f} {r.index_mb:>9.1f} {r.raw_mb:>7.0f} "
+            f"{r.recall10:>6.3f} {r.recall100:>6.3f}"
         )
     print("\nsingle-query latency, k=100 (ms); speed = exact p50 / index p50 at equal threads")
-    print(f"{'N':>9}  {'threads':>7} {'p50':>8} {'p99':>8} {'exact p50':>10} {'speed':>8}")
+    print(
+        f"{'N':>9}  {'tuned on':>8} {'threads':>7} {'p50':>8} {'p99':>8} {'exact p50':>10} "
+        f"{'speed':>8}"
+    )
     for r in rows:
         for t in thread_counts:
             print(
-                f"{r.n:>9}  {t:>7} {r.p50[t]:>8.2f} {r.p99[t]:>8.2f} {r.exact_p50[t]:>10.1f} "
-                f"{r.exact_p50[t] / r.p50[t]:>7.1f}x"
+                f"{r.n:>9}  {r.tuned_on:>8} {t:>7} {r.p50[t]:>8.2f} {r.p99[t]:>8.2f} "
+                f"{r.exact_p50[t]:>10.1f} {r.exact_p50[t] / r.p50[t]:>7.1f}x"
             )
 
 
@@ -234,6 +291,7 @@ def main() -> None:
     parser.add_argument("--shared", type=float, default=0.7, help="weight of the shared axis")
     parser.add_argument("--query-noise", type=float, default=0.4)
     parser.add_argument("--queries", type=int, default=500, help="held-out recall queries")
+    parser.add_argument("--tune-queries", type=int, default=200, help="held-out, for tuning")
     parser.add_argument("--latency-queries", type=int, default=200)
     parser.add_argument("--exact-queries", type=int, default=30)
     parser.add_argument("--factory", default="", help="faiss factory string (default: chosen)")
@@ -250,7 +308,7 @@ def main() -> None:
         f"faiss {faiss.__version__}, {cores} OpenMP threads, GPUs: {faiss.get_num_gpus()}, "
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
-    rows = [run_size(n, args, thread_counts) for n in sizes]
+    rows = [row for n in sizes for row in run_size(n, args, thread_counts)]
     print_table(rows, thread_counts)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(

@@ -49,6 +49,7 @@ REFINE_FILE = "refine.faiss"
 NORM_TOLERANCE = 1e-2  # |norm - 1| accepted for "L2-normalised" input
 _TIE_TOLERANCE = 1e-5  # exact scores this close to the k-th true score count as hits
 _MAX_K_FACTOR_DOUBLINGS = 3
+SMALL_BATCH = 16  # with search_threads = 0, fewer queries than this run on one thread
 _CHECK_ROWS = 65536  # rows per block when validating input vectors
 _RERANK_QUERIES = 32  # queries per block when re-ranking (bounds the gathered vectors)
 # Tuning cost model: re-ranking one candidate costs about as much as scanning this many
@@ -394,15 +395,18 @@ class VectorIndex:
             return empty, [np.zeros(0, dtype=np.int64) for _ in range(nq)]
         k = min(k, n)
         depth = k if self._refine is None else min(n, max(k, math.ceil(k * self.refine_k_factor)))
+        # OpenMP threads for this call (the setting is per calling thread): a small batch
+        # runs on one, as waking more costs more than they save (bench/index.py).
+        threads = self.search_threads or (1 if nq < SMALL_BATCH else 0)
         previous_threads = faiss.omp_get_max_threads()
-        if self.search_threads > 0:
-            faiss.omp_set_num_threads(self.search_threads)
+        if threads > 0:
+            faiss.omp_set_num_threads(threads)
         try:
             distances, labels = self._searched().search(q, depth)  # (nq, depth) each
         except RuntimeError as e:
             raise VectorIndexError(f"search failed in {self.factory!r}: {e}") from e
         finally:
-            if self.search_threads > 0:
+            if threads > 0:
                 faiss.omp_set_num_threads(previous_threads)
         if self._refine is not None:
             distances, labels = self._rerank(q, distances, labels)

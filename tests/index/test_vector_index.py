@@ -5,6 +5,7 @@ points, a few exact duplicates so that ties occur), in the manner of faiss' cont
 `SyntheticDataset`. Small sizes keep the whole file to a few seconds.
 """
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,6 +59,15 @@ class Synthetic:
         _, found = index.search(self.queries, k)
         exact = [self.exact_scores(row, ids) for row, ids in enumerate(found)]
         return knn_recall(exact, self.kth_scores(k), k)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_openmp_thread() -> Iterator[None]:
+    """Tiny indexes gain nothing from threads, and idle OpenMP threads spin on busy cores."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -374,17 +384,30 @@ def test_failed_save_leaves_previous_index_intact(
 
 
 def test_search_threads_apply_to_the_call_only(
-    built: dict[str, VectorIndex], data: Synthetic
+    built: dict[str, VectorIndex], data: Synthetic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     index = built["IVF32,Flat"]
     before = faiss.omp_get_max_threads()
-    index.search_threads = 1
+    real_set = faiss.omp_set_num_threads
+    calls: list[int] = []
+
+    def recording_set(threads: int) -> None:
+        calls.append(threads)
+        real_set(threads)
+
+    monkeypatch.setattr(vector_index.faiss, "omp_set_num_threads", recording_set)
+    index.search(data.queries[:1], 5)  # automatic: one query runs on one thread
+    assert calls == [1, before]
+    calls.clear()
+    index.search(data.queries[: vector_index.SMALL_BATCH], 5)  # a batch keeps every core
+    assert calls == []
+    index.search_threads = 3
     try:
-        _, ids = index.search(data.queries[:3], 5)
+        _, ids = index.search(data.queries[:20], 5)
     finally:
         index.search_threads = 0
-    assert faiss.omp_get_max_threads() == before
-    assert [len(row) for row in ids] == [5, 5, 5]
+    assert calls == [3, before] and faiss.omp_get_max_threads() == before
+    assert [len(row) for row in ids] == [5] * 20
 
 
 def test_gpu_copy_used_when_faiss_reports_gpus(
