@@ -88,6 +88,7 @@ def make_video(
     b_frames: bool = True,
     gop: int | None = None,
     faststart: bool = False,
+    encoder_options: dict[str, str] | None = None,
 ) -> Path:
     """Write a video of `seconds` at `fps` (frames at k / fps) and return `path`.
 
@@ -99,6 +100,7 @@ def make_video(
     `frame_times` (s, increasing) overrides the regular grid: variable frame rate, with a
     millisecond time base. `b_frames=False` turns B-frames off (h264). `gop` sets the
     keyframe interval in frames. `faststart` moves the mp4 index to the front.
+    `encoder_options` go to the codec (e.g. {"preset": "ultrafast"} for libx264).
     """
     width, height = size
     pattern = pattern or colour_per_second(size)
@@ -110,7 +112,9 @@ def make_video(
     options = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream(
-            ENCODERS.get(codec, codec), rate=Fraction(fps).limit_denominator(1001)
+            ENCODERS.get(codec, codec),
+            rate=Fraction(fps).limit_denominator(1001),
+            options=encoder_options or {},
         )
         if not isinstance(stream, av.video.stream.VideoStream):
             raise ValueError(f"{codec!r} is not a video codec")
