@@ -9,10 +9,14 @@ index: the same idea as faiss' `IndexRefine`, keyed by catalog id so removal wor
 
 `VectorIndex.build(ids, vectors, spec, encoder=...)` trains on a sample (spec.train_size),
 adds everything in one call (what `vtr reindex` needs) and, for IVF types, tunes nprobe
-(and the re-ranking depth) to `spec.recall_target` at `spec.recall_k`: sampled indexed
-vectors serve as queries, exact search gives their true neighbours (ties count as hits),
-and the smallest nprobe that reaches the target is kept (the FAISS wiki's
-"auto-tuning" recipe, reduced to the one knob that matters here).
+(and the re-ranking depth) to `spec.recall_target` at `spec.recall_k` (`tune`): given or
+sampled queries, exact search for their true neighbours (ties count as hits), and the
+cheapest setting whose recall clears the target by one standard error is kept (the FAISS
+wiki's auto-tuning recipe, reduced to the two knobs that matter here).
+
+Concurrency: searches may run from several threads at once; add, remove, tune and save
+need the caller to hold the index exclusively. The OpenMP thread count is set per call
+(`search_threads`; by default one thread for small batches, measured in bench/index.py).
 
 GPU: when faiss reports GPUs (`faiss.get_num_gpus() > 0`, device "auto" or "cuda"),
 searches run on a GPU copy of the searched index, made on first use and dropped on every
@@ -42,6 +46,9 @@ from index.index_factory import IndexSpec, split_refine
 from index.index_store import IndexManifest
 
 log = logging.getLogger(__name__)
+
+# Below this share of the index, a filtered IVF search visits every cell (exhaustive).
+SELECTIVE_FILTER_SHARE = 0.05
 
 METRIC = "inner_product"
 BASE_FILE = "base.faiss"
@@ -379,12 +386,17 @@ class VectorIndex:
                 return self._base
         return self._gpu_base
 
-    def search(self, queries: Any, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def search(
+        self, queries: Any, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The `k` best ids per query, by descending inner product.
 
         `queries` is (nq, dim) or one (dim,) vector. Returns `(scores, ids)`: two lists
         with one 1-d array per query (float32 scores, int64 ids), missing results (-1)
         dropped, so a row is shorter than k when the index holds fewer matches.
+        `allowed_ids` restricts the search to those ids inside FAISS (an id selector),
+        before the top-k cut; an IVF index then visits every cell when the allowed ids
+        are a small share of the index, so rare matches are not missed.
         """
         q = _as_unit_vectors(queries, self.dim, "queries")  # (nq, dim)
         if k < 1:
@@ -402,7 +414,11 @@ class VectorIndex:
         if threads > 0:
             faiss.omp_set_num_threads(threads)
         try:
-            distances, labels = self._searched().search(q, depth)  # (nq, depth) each
+            if allowed_ids is None:
+                distances, labels = self._searched().search(q, depth)  # (nq, depth) each
+            else:
+                params = self._selector_params(allowed_ids)
+                distances, labels = self._base.search(q, depth, params=params)
         except RuntimeError as e:
             raise VectorIndexError(f"search failed in {self.factory!r}: {e}") from e
         finally:
@@ -417,6 +433,21 @@ class VectorIndex:
             scores_out.append(np.ascontiguousarray(distances[row, :k][keep], dtype=np.float32))
             ids_out.append(np.ascontiguousarray(labels[row, :k][keep], dtype=np.int64))
         return scores_out, ids_out
+
+    def _selector_params(self, allowed_ids: np.ndarray) -> Any:
+        """Search parameters that admit only `allowed_ids` (CPU index: GPUs lack selectors)."""
+        allowed = _as_ids(allowed_ids)
+        selector = faiss.IDSelectorBatch(len(allowed), faiss.swig_ptr(allowed))
+        params: Any
+        if self._ivf is None:
+            params = faiss.SearchParameters()
+        else:
+            params = faiss.SearchParametersIVF()
+            rare = len(allowed) < SELECTIVE_FILTER_SHARE * max(len(self), 1)
+            params.nprobe = int(self._ivf.nlist) if rare else int(self._ivf.nprobe)
+        params.sel = selector
+        params.keep_alive = (selector, allowed)  # the selector reads this memory
+        return params
 
     def _rerank(
         self, q: np.ndarray, distances: np.ndarray, labels: np.ndarray
