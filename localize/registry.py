@@ -1,0 +1,69 @@
+"""The localizer table: one `create_localizer` for every stage-2 localizer.
+
+- `similarity`: training-free (text-clip cosine curve -> moment proposals).
+- `mesm`: MESM from a checkpoint (vtr's own, or an official one).
+Both are wrapped in long-video windowing, so a video longer than `max_clips` is
+localized in overlapping windows anywhere in it.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import ConfigError
+from localize.similarity import SimilarityLocalizer
+from localize.types import Localizer
+from localize.windowing import WindowedLocalizer
+
+
+@dataclass(frozen=True)
+class LocalizerOptions:
+    checkpoint: str = ""
+    device: str = "auto"
+    max_clips: int = 75
+    overlap_clips: int = 15
+    max_windows: int = 16
+    nms_iou: float = 0.5
+
+
+def _similarity(options: LocalizerOptions) -> Localizer:
+    return SimilarityLocalizer(nms_iou=options.nms_iou)
+
+
+def _mesm(options: LocalizerOptions) -> Localizer:
+    from localize.mesm.inference import MesmLocalizer  # torch model: only when asked for
+
+    if not options.checkpoint:
+        raise ConfigError(
+            "localizer.name = 'mesm' needs localizer.checkpoint (a vtr or official MESM "
+            "checkpoint file); or use localizer.name = 'similarity'"
+        )
+    path = Path(options.checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"MESM checkpoint not found: {path}")
+    return MesmLocalizer.from_checkpoint(path, device=options.device, nms_iou=options.nms_iou)
+
+
+LOCALIZERS: dict[str, Callable[[LocalizerOptions], Localizer]] = {
+    "similarity": _similarity,
+    "mesm": _mesm,
+}
+
+
+def create_localizer(name: str, options: LocalizerOptions) -> Localizer:
+    """Build the named localizer, windowed for long videos."""
+    try:
+        factory = LOCALIZERS[name]
+    except KeyError as e:
+        raise ConfigError(
+            f"unknown localizer {name!r}; known: {', '.join(sorted(LOCALIZERS))}"
+        ) from e
+    inner = factory(options)
+    max_clips = getattr(getattr(inner, "config", None), "max_v_l", options.max_clips)
+    return WindowedLocalizer(
+        inner,
+        max_clips=max_clips,
+        overlap_clips=min(options.overlap_clips, max_clips - 1),
+        max_windows=options.max_windows,
+        nms_iou=options.nms_iou,
+    )
