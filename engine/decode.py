@@ -10,7 +10,7 @@ display matrix (or the legacy `rotate` tag).
 
 Only chosen frames are converted to RGB. When the next target lies far ahead (its
 keyframe more than `seek_gap_s` past the decoder's position) the decoder seeks to that
-keyframe instead of decoding the gap; `bench/decode.py` measures the cut-over.
+keyframe instead of decoding the gap; `bench/decode_seek.py` measures the cut-over.
 Every failure (missing file, not a video, no video stream, no decodable frame, truncated
 or corrupt data) raises `DecodeError` naming the file and the problem.
 
@@ -184,9 +184,10 @@ class _Reader:
         self.max_start_s = -math.inf  # latest presentation time among packets read
 
     def time_of(self, pts: int | None) -> float:
-        if pts is None:
-            step = 1.0 / self.timing.fps if self.timing.fps else 0.0
-            return self.last_time_s + step
+        if pts is None:  # no timestamp: one nominal frame after the previous one
+            if self.last_time_s == -math.inf:
+                return 0.0
+            return self.last_time_s + (1.0 / self.timing.fps if self.timing.fps else 0.0)
         return float((pts - self.timing.start_pts) * self.timing.time_base)
 
     def _where(self) -> str:
@@ -434,7 +435,7 @@ def _clips(
             if not candidates:
                 if not decoded_any:
                     raise _fail(path, "the video stream has no decodable frames")
-                raise _fail(path, f"no frames near {target_s:.2f} s")
+                raise _fail(path, f"truncated: no frames at {target_s:.2f} s of {duration_s:.2f} s")
             chosen = min(candidates, key=lambda c: (abs(c[0] - target_s), c[0]))
             if eof and target_s - chosen[0] > eof_slack_s:
                 raise _fail(

@@ -23,6 +23,7 @@ provide it. `device="auto"` runs on CUDA in float16 when available, else on CPU 
 
 import logging
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from engine.encoder_registry import (
     EncoderSpec,
     inline_model_config,
     list_encoders,
+    register_encoder,
     resolve_encoder,
 )
 from engine.errors import InputError, ModelError
@@ -50,12 +52,15 @@ TEXT_BATCH = 256  # texts per text-tower forward pass
 
 __all__ = [
     "Encoder",
+    "EncoderSpec",
     "ImageTransform",
     "TextFeatures",
     "create_encoder",
     "encode_video_clips",
     "list_encoders",
+    "register_encoder",
     "resolve_device",
+    "resolve_encoder",
 ]
 
 
@@ -104,7 +109,10 @@ def preprocess_frames(frames: np.ndarray, transform: ImageTransform) -> torch.Te
 
 
 def resolve_device(device: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """ "auto" -> CUDA in float16 when available, else CPU in float32; "cpu"; "cuda[:i]"."""
+    """A device name -> (device, dtype); `auto` is CUDA in float16 when present, else CPU.
+
+    Also "cpu" (float32) and "cuda" / "cuda:i" (float16).
+    """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
@@ -206,13 +214,13 @@ class _BpeTokenizer(Protocol):
 
 
 def clip_token_ids(
-    tokenizer: _BpeTokenizer, texts: Sequence[str], max_bpe: int, context_length: int
+    tokenizer: _BpeTokenizer, bpe: Sequence[Sequence[int]], max_bpe: int, context_length: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`[SOT] + BPE[:max_bpe] + [EOT]`, zero-padded -> ids (B, context) and lengths (B,)."""
-    ids = torch.zeros(len(texts), context_length, dtype=torch.long)
-    lengths = torch.zeros(len(texts), dtype=torch.long)
-    for i, text in enumerate(texts):
-        row = [tokenizer.sot_token_id, *tokenizer.encode(text)[:max_bpe], tokenizer.eot_token_id]
+    ids = torch.zeros(len(bpe), context_length, dtype=torch.long)
+    lengths = torch.zeros(len(bpe), dtype=torch.long)
+    for i, tokens in enumerate(bpe):
+        row = [tokenizer.sot_token_id, *tokens[:max_bpe], tokenizer.eot_token_id]
         ids[i, : len(row)] = torch.tensor(row)
         lengths[i] = len(row)
     return ids, lengths
@@ -236,6 +244,7 @@ class OpenClipEncoder(Encoder):
         if not hasattr(text, "ln_final") or getattr(text, "cls_emb", None) is not None:
             raise ModelError(f"encoder {name!r}: its text tower has no per-token ln_final output")
         self._ln_final = text.ln_final
+        self._hook_lock = threading.Lock()
         self.token_dim = int(text.ln_final.normalized_shape[0])
         self.context_length = int(getattr(text, "context_length", tokenizer.context_length))
         self.embed_dim = _open_clip_embed_dim(model)
@@ -247,19 +256,21 @@ class OpenClipEncoder(Encoder):
     def _tower(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ids (b, context) -> pooled+projected (b, embed_dim), ln_final output (b, context, W)."""
         captured: list[torch.Tensor] = []
-        handle = self._ln_final.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            sentence: torch.Tensor = self.model.encode_text(ids.to(self.device))
-        finally:
-            handle.remove()
+        with self._hook_lock:  # one hooked forward at a time (the API encodes from threads)
+            handle = self._ln_final.register_forward_hook(lambda _m, _i, out: captured.append(out))
+            try:
+                sentence: torch.Tensor = self.model.encode_text(ids.to(self.device))
+            finally:
+                handle.remove()
         return sentence, captured[-1]
 
     def _text_features(
         self, texts: list[str], max_tokens: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         context = self.context_length
-        window, lengths = clip_token_ids(self.tokenizer, texts, max_tokens - 2, context)
-        full, _ = clip_token_ids(self.tokenizer, texts, context - 2, context)
+        bpe = [self.tokenizer.encode(text) for text in texts]
+        window, lengths = clip_token_ids(self.tokenizer, bpe, max_tokens - 2, context)
+        full, _ = clip_token_ids(self.tokenizer, bpe, context - 2, context)
         sentence, hidden = self._tower(window)  # (b, embed_dim), (b, context, W)
         longer = (window != full).any(dim=1)  # texts whose window cut BPE tokens off
         if longer.any():
@@ -493,6 +504,8 @@ def _build_hf(
                 )
             except OSError as e:  # transformers reports a missing model as OSError
                 error = e
+            except (ImportError, ValueError) as e:  # e.g. SigLIP's tokenizer needs sentencepiece
+                raise ModelError(f"encoder {spec.name!r}: cannot load {source!r}: {e}") from e
         raise ModelError(
             f"encoder {spec.name!r}: cannot load {source!r} ({error}); {_weights_help(spec)}"
         ) from error
