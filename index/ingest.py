@@ -16,6 +16,7 @@ One ingest per collection at a time (an advisory lock file in the data directory
 
 import fcntl
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,14 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from engine.config import Settings
 from engine.decode import iter_clips, probe
 from engine.encoders import create_encoder
-from engine.errors import ConflictError, VtrError
+from engine.errors import ConflictError, InputError, VtrError
 from engine.feature_store import FeatureStore
-from engine.pipeline import EncodedVideo, FailedVideo, ImageEncoder, VideoTask, encode_videos
+from engine.pipeline import FailedVideo, ImageEncoder, VideoTask, encode_videos
 from engine.sources import discover_videos, sha256_file
-from index.catalog import Catalog, CollectionRecord, JobRecord
+from index.catalog import Catalog, CollectionRecord, JobRecord, VideoProbe
 from index.catalog_schema import JobStatus, VideoStatus
 from index.collection_index import (
     CollectionIndexes,
@@ -110,27 +113,61 @@ def ingest(
     encoder_factory: EncoderFactory = create_encoder,
 ) -> IngestResult:
     """Index `inputs` (files, directories, file:// URIs) into `collection`."""
-    record = catalog.get_collection(collection)
     paths = discover_videos(inputs, settings.ingest.extensions, recursive=recursive)
-    data_dir = settings.storage.data_dir
-    with ingest_lock(data_dir, record):
+    params = {"inputs": [str(i) for i in inputs], "recursive": recursive}
+    with _job(catalog, settings, collection, "ingest", len(paths), params) as run:
+        run.progress, run.encoder_factory = progress, encoder_factory
+        run.run(paths)
+    return run.result
+
+
+@dataclass(frozen=True)
+class FeatureVideo:
+    """A video given as precomputed clip embeddings (e.g. official feature files)."""
+
+    uri: str
+    clips: np.ndarray  # (n_clips, dim) L2-normalised, one row per clip_seconds
+    duration_s: float
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def ingest_features(
+    catalog: Catalog, settings: Settings, collection: str, videos: Sequence[FeatureVideo]
+) -> IngestResult:
+    """Index videos from precomputed clip features, with the same guarantees as `ingest`.
+
+    A video is identified by the hash of its features (a rerun skips it).
+    """
+    with _job(catalog, settings, collection, "ingest_features", len(videos), {}) as run:
+        run.add_features(videos)
+    return run.result
+
+
+@contextmanager
+def _job(
+    catalog: Catalog,
+    settings: Settings,
+    collection: str,
+    kind: str,
+    n_total: int,
+    params: dict[str, Any],
+) -> Iterator["_Run"]:
+    """Lock the collection, recover a crashed run, and record the work as a job."""
+    record = catalog.get_collection(collection)
+    with ingest_lock(settings.storage.data_dir, record):
         reset = catalog.recover_interrupted(record.id)
         if reset:
             log.info("resuming %d videos interrupted by an earlier ingest", reset)
-        job = catalog.create_job(
-            "ingest",
-            record.id,
-            n_total=len(paths),
-            params={"inputs": [str(i) for i in inputs], "recursive": recursive},
-        )
-        result = IngestResult(job)
+        result = IngestResult(catalog.create_job(kind, record.id, n_total, params))
         try:
-            _Run(catalog, settings, record, progress, encoder_factory, result).run(paths)
+            yield _Run(catalog, settings, record, result)
         except BaseException as e:
             _update(catalog, result, JobStatus.FAILED, f"{type(e).__name__}: {e}")
             raise
         result.job = _update(catalog, result, JobStatus.SUCCEEDED)
-    return result
 
 
 def _update(
@@ -157,16 +194,14 @@ class _Run:
         catalog: Catalog,
         settings: Settings,
         collection: CollectionRecord,
-        progress: IngestProgress | None,
-        encoder_factory: EncoderFactory,
         result: IngestResult,
     ) -> None:
         self.catalog = catalog
         self.settings = settings
         self.collection = collection
-        self.progress = progress
-        self.encoder_factory = encoder_factory
         self.result = result
+        self.progress: IngestProgress | None = None
+        self.encoder_factory: EncoderFactory = create_encoder
         self.compute_levels = LevelComputer(
             settings.levels.strategy,
             level_params(settings.levels, settings.ingest.clip_seconds),
@@ -254,7 +289,11 @@ class _Run:
             on_clips=self.progress.clips_encoded if self.progress is not None else None,
         )
         for output in outputs:
-            error = output.error if isinstance(output, FailedVideo) else self._store(output)
+            error = (
+                output.error
+                if isinstance(output, FailedVideo)
+                else self._store(output.key, output.clips, output.info)
+            )
             if error is None:
                 self.result.ready.append(output.key)
             else:
@@ -267,17 +306,37 @@ class _Run:
                     str(output.path), "failed" if error else "ready", error
                 )
 
-    def _store(self, video: EncodedVideo) -> str | None:
+    def add_features(self, videos: Sequence[FeatureVideo]) -> None:
+        for video in videos:
+            clips = np.ascontiguousarray(video.clips, dtype=np.float32)
+            if clips.ndim != 2 or len(clips) == 0:
+                raise InputError(f"{video.uri}: features must be (clips, dim), got {clips.shape}")
+            sha = hashlib.sha256(clips.astype(np.float16).tobytes()).hexdigest()
+            record, _ = self.catalog.register_video(
+                self.collection.id, video.uri, sha, video.metadata
+            )
+            if record.status == VideoStatus.READY:
+                self.result.skipped.append(record.id)
+                continue
+            error = self._store(record.id, clips, video)
+            if error is None:
+                self.result.ready.append(record.id)
+            else:
+                self.catalog.set_video_status(record.id, VideoStatus.FAILED, error)
+                self.result.failed.append((video.uri, error))
+            self._save()
+        _update(self.catalog, self.result)
+        self._save(force=True)
+
+    def _store(self, video_id: int, clips: np.ndarray, info: VideoProbe) -> str | None:
         """Features -> store (synced) -> catalog (ready + segments) -> indexes; or an error."""
-        store, indexes = self._open(video.clips.shape[1])
+        store, indexes = self._open(clips.shape[1])
         try:
-            levels = self.compute_levels(video.clips, video.info.duration_s)
-            address = store.append(video.clips)
+            levels = self.compute_levels(clips, info.duration_s)
+            address = store.append(clips)
         except VtrError as e:
             return str(e)
-        segment_ids = self.catalog.finish_video(
-            video.key, video.info, address, segment_rows(levels)
-        )
+        segment_ids = self.catalog.finish_video(video_id, info, address, segment_rows(levels))
         add_video_vectors(indexes, levels, segment_ids)
         self.unsaved.extend(segment_ids)
         return None
