@@ -42,7 +42,7 @@ import torch
 
 from engine.errors import ConfigError, InputError
 from localize.mesm.checkpoint import load_model
-from localize.mesm.config import TEF_DIMS, MesmConfig
+from localize.mesm.config import MesmConfig
 from localize.mesm.model import FOREGROUND, MesmModel, TextState, VideoState
 from localize.postprocess import nms
 from localize.types import Moment, QueryText, VideoClips, VideoMoments
@@ -157,7 +157,13 @@ def _pad_stack(parts: list[torch.Tensor], lengths: list[int]) -> torch.Tensor:
 
 
 class MesmLocalizer:
-    """Stage-2 localizer running a `MesmModel` on candidate videos (see module doc)."""
+    """Stage-2 localizer running a `MesmModel` on candidate videos (see module doc).
+
+    The model is moved to `device` and put in eval mode. `nms_iou`: None keeps all
+    `num_queries` moments (the official evaluation); else `localize.postprocess.nms`.
+    `cache_size`: videos whose query-independent states are kept (0: no cache);
+    `max_batch`: videos per forward pass.
+    """
 
     name = "mesm"
 
@@ -290,9 +296,6 @@ class MesmLocalizer:
                 )
             if v.duration_s < 0:
                 raise InputError(f"video {v.video_id} has a negative duration {v.duration_s}")
-        width = self.config.clip_feat_dim
-        if self.config.use_tef and width + TEF_DIMS != self.config.v_feat_dim:
-            raise ConfigError("inconsistent MESM config: TEF width")
 
     @staticmethod
     def _batches(states: list[VideoState], size: int) -> Iterator[tuple[int, VideoState]]:

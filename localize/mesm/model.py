@@ -18,6 +18,14 @@ Data flow (hidden width d = 256):
   DETR     encoder over [global token; video], DAB decoder with `num_queries` anchors
   heads    class_embed, span_embed (+ inverse_sigmoid(anchor)), saliency
 
+Official batch masks: the official T2V layers pass a padding mask built with
+`repeat(nheads, 1, 1)` to `nn.MultiheadAttention`, which reads it batch-major, so with
+padding in the batch some heads of a row see another row's mask (see
+`layers.official_batch_mask`). `forward(official_masks=True)` (the default) reproduces
+that, which the golden test needs; `official_masks=False` gives batch-independent
+outputs, equal to the official ones computed one video group at a time, and is what
+`localize` computes.
+
 SS-MESM compatibility note: the reconstructor's T2V layers have no self-attention, so in
 the official code the other sentences of the group (its context slots) cannot influence
 the masked slot's output: `recon_feat` depends on the video only. We reproduce that and
