@@ -83,16 +83,18 @@ def _time(call: Callable[[], object], repeats: int, before: Callable[[], None]) 
 
 def _flops(model: MesmModel, query: QueryText, videos: list[VideoClips], cold: bool) -> float:
     """GFLOP of one localize call (plain F.linear path so the counter sees every GEMM)."""
+    device = model.global_rep_token.device
     words, _ = prepare_text(query.tokens, model.config.max_q_l)
-    rows = torch.from_numpy(np.stack([prepare_clips(v.clips, model.config) for v in videos]))
-    mask = torch.ones(rows.shape[:2], dtype=torch.bool)
+    rows = np.stack([prepare_clips(v.clips, model.config) for v in videos])
+    video = torch.from_numpy(rows).to(device)
+    mask = torch.ones(video.shape[:2], dtype=torch.bool, device=device)
     with torch.enable_grad():
-        state = model.encode_videos(rows, mask)
+        state = model.encode_videos(video, mask)
         counter = FlopCounterMode(display=False)
         with counter:
             if cold:
-                state = model.encode_videos(rows, mask)
-            model.localize(model.encode_text(torch.from_numpy(words)[None]), state)
+                state = model.encode_videos(video, mask)
+            model.localize(model.encode_text(torch.from_numpy(words)[None].to(device)), state)
     return counter.get_total_flops() / 1e9
 
 
@@ -201,6 +203,8 @@ def _official_runner(
 ) -> tuple[Callable[[], object], float]:
     """A no-arg call of the official eval forward, and its max |pred_spans| difference."""
     n = len(videos)
+    official.to(device)
+    model.to(device)
     words, _ = prepare_text(query.tokens, model.config.max_q_l)
     rows = np.stack([prepare_clips(v.clips, model.config) for v in videos])
     video = torch.from_numpy(rows).to(device)
@@ -223,7 +227,7 @@ def _official_runner(
                 video_mask=mask,
                 words_id=text,
                 words_mask=None,
-                words_weight=torch.ones(text.shape[:2]),
+                words_weight=torch.ones(text.shape[:2], device=device),
                 num_clips=groups,
                 dataset_name="qvhighlights",
                 is_training=False,
