@@ -34,8 +34,7 @@ from engine.encoders import Encoder, create_encoder
 from engine.errors import InputError
 from engine.feature_store import FeatureStore
 from index.catalog import Catalog, CollectionRecord, VideoRecord
-from index.collection_index import CollectionIndexes, indexes_dir
-from index.ingest import features_dir
+from index.collection_index import CollectionIndexes, features_dir, indexes_dir
 from index.stage1 import Candidate, FusionParams, SearchFilters, search_candidates
 from localize.registry import LocalizerOptions, create_localizer
 from localize.types import Localizer, QueryText, VideoClips

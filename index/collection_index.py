@@ -8,8 +8,10 @@ videos' segments with no `vector_id`: re-added from the feature store) and what 
 float16 features as stored, so a recomputation gives the same vectors as the first run.
 """
 
+import fcntl
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +19,9 @@ import numpy as np
 from sqlalchemy import select, update
 
 from engine.config import IndexSettings, LevelSettings
+from engine.errors import ConflictError
 from engine.feature_store import FeatureStore
-from index.catalog import Catalog
+from index.catalog import Catalog, CollectionRecord
 from index.catalog_schema import Segment, Video, VideoStatus
 from index.index_factory import spec_from_settings
 from index.levels import LEVELS, LevelParams, LevelVectors, level_strategy
@@ -28,7 +31,32 @@ log = logging.getLogger(__name__)
 
 
 def indexes_dir(data_dir: Path, collection_id: int) -> Path:
+    """Where a collection's FAISS indexes live."""
     return data_dir / "indexes" / str(collection_id)
+
+
+def features_dir(data_dir: Path, collection_id: int) -> Path:
+    """Where a collection's clip features live."""
+    return data_dir / "features" / str(collection_id)
+
+
+@contextmanager
+def collection_lock(data_dir: Path, collection: CollectionRecord) -> Iterator[None]:
+    """Hold the collection's writer lock (ingest, reindex), or fail at once if taken."""
+    lock_dir = data_dir / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with (lock_dir / f"ingest-{collection.id}.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise ConflictError(
+                f"another ingest or reindex is running on collection {collection.name!r};"
+                " wait for it to finish"
+            ) from e
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def level_params(levels: LevelSettings, clip_seconds: float) -> LevelParams:

@@ -14,7 +14,6 @@ that cannot be decoded ends `failed` with its error; the batch goes on.
 One ingest per collection at a time (an advisory lock file in the data directory).
 """
 
-import fcntl
 import functools
 import hashlib
 import logging
@@ -30,7 +29,7 @@ import numpy as np
 from engine.config import Settings
 from engine.decode import iter_clips, probe
 from engine.encoders import create_encoder
-from engine.errors import ConflictError, InputError, VtrError
+from engine.errors import InputError, VtrError
 from engine.feature_store import FeatureStore
 from engine.pipeline import FailedVideo, ImageEncoder, VideoTask, encode_videos
 from engine.sources import discover_videos, sha256_file
@@ -40,12 +39,15 @@ from index.collection_index import (
     CollectionIndexes,
     LevelComputer,
     add_video_vectors,
+    collection_lock,
+    features_dir,
     indexes_dir,
     level_params,
     mark_indexed,
     reconcile,
     segment_rows,
 )
+from index.reindex import needs_rebuild, rebuild_levels
 
 log = logging.getLogger(__name__)
 
@@ -77,29 +79,6 @@ class IngestResult:
             "skipped": self.skipped,
             "failed": [{"uri": uri, "error": error} for uri, error in self.failed],
         }
-
-
-def features_dir(data_dir: Path, collection_id: int) -> Path:
-    """Where a collection's clip features live."""
-    return data_dir / "features" / str(collection_id)
-
-
-@contextmanager
-def ingest_lock(data_dir: Path, collection: CollectionRecord) -> Iterator[None]:
-    """Hold the collection's ingest lock, or fail at once if another ingest holds it."""
-    lock_dir = data_dir / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with (lock_dir / f"ingest-{collection.id}.lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise ConflictError(
-                f"another ingest is running on collection {collection.name!r}; wait for it"
-            ) from e
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def ingest(
@@ -157,13 +136,17 @@ def _job(
 ) -> Iterator["_Run"]:
     """Lock the collection, recover a crashed run, and record the work as a job."""
     record = catalog.get_collection(collection)
-    with ingest_lock(settings.storage.data_dir, record):
+    with collection_lock(settings.storage.data_dir, record):
         reset = catalog.recover_interrupted(record.id)
         if reset:
             log.info("resuming %d videos interrupted by an earlier ingest", reset)
         result = IngestResult(catalog.create_job(kind, record.id, n_total, params))
         try:
-            yield _Run(catalog, settings, record, result)
+            run = _Run(catalog, settings, record, result)
+            yield run
+            if run.indexes is not None and (stale := needs_rebuild(run.indexes)):
+                log.info("the %s indexes outgrew their type: rebuilding", ", ".join(stale))
+                rebuild_levels(catalog, settings, record)
         except BaseException as e:
             _update(catalog, result, JobStatus.FAILED, f"{type(e).__name__}: {e}")
             raise

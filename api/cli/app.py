@@ -16,6 +16,7 @@ from api.cli.demo_command import demo
 from api.cli.eval_commands import eval_app
 from api.cli.index_command import index_videos
 from api.cli.output import emit, print_error, print_json, stdout
+from api.cli.reindex_command import reindex_collection
 from api.cli.search_command import search
 from api.cli.state import CliState, resolve_config_path, state_of
 from api.cli.synth_command import synth
@@ -43,6 +44,7 @@ app.add_typer(train_app, name="train")
 app.command()(demo)
 app.command("index")(index_videos)
 app.command("search")(search)
+app.command("reindex")(reindex_collection)
 app.command("synth")(synth)
 
 

@@ -17,7 +17,8 @@ from engine.encoders import create_encoder
 from engine.errors import InputError, NotFoundError
 from engine.feature_store import FeatureStore
 from index.catalog import Catalog
-from index.ingest import FeatureVideo, features_dir, ingest_features
+from index.collection_index import features_dir
+from index.ingest import FeatureVideo, ingest_features
 from index.stage1 import SearchFilters
 
 QUERY = "a small red circle slides to the left"

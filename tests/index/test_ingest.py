@@ -22,8 +22,8 @@ from engine.config import Settings, load_settings
 from engine.feature_store import FeatureStore
 from index.catalog import Catalog
 from index.catalog_schema import Segment, Video
-from index.collection_index import CollectionIndexes, indexes_dir
-from index.ingest import features_dir, ingest
+from index.collection_index import CollectionIndexes, features_dir, indexes_dir
+from index.ingest import ingest
 from index.levels import LEVELS
 from tests.media import make_video, truncate_file, write_empty, write_garbage
 

@@ -1,0 +1,47 @@
+"""`vtr reindex`: rebuild a collection's FAISS indexes from the catalog and features."""
+
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from api.cli.output import emit, stderr, stdout
+from api.cli.state import state_of
+from index.reindex import reindex
+
+
+def reindex_collection(
+    ctx: typer.Context,
+    collection: Annotated[
+        str, typer.Option("--collection", "-c", help="Collection to rebuild.")
+    ] = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Rebuild the indexes: after settings changes, or to recover a damaged index."""
+    state = state_of(ctx)
+    with Progress(
+        TextColumn("videos"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        disable=as_json,
+    ) as bars:
+        task = bars.add_task("videos", total=None)
+        counts = reindex(
+            state.catalog,
+            state.settings,
+            collection,
+            on_video=lambda done, total: bars.update(task, completed=done, total=total),
+        )
+    emit(
+        as_json,
+        {"collection": collection, "vectors": counts},
+        lambda: stdout.print(
+            f"rebuilt {collection}: "
+            + (
+                ", ".join(f"{level} {n} vectors" for level, n in counts.items())
+                or "nothing indexed"
+            )
+        ),
+    )
