@@ -13,6 +13,7 @@ Masks: `*_pad` tensors are key-padding masks, True = padding (ignored), as in
 
 import copy
 import math
+import weakref
 
 import torch
 import torch.nn.functional as nnf
@@ -112,6 +113,13 @@ _MKLDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(
 )
 
 
+# Packed weights per module, outside the module so that deepcopy / pickling of a model
+# never meets oneDNN's opaque tensors; a copy repacks on first use.
+_PACKED: "weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[int, int, Tensor]]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _fast_path(x: Tensor, weight: Tensor) -> bool:
     return (
         _MKLDNN_LINEAR
@@ -129,7 +137,7 @@ def _packed(weight: Tensor, owner: nn.Module, key: str) -> Tensor | None:
         version = weight._version  # inference tensors have no version counter
     except RuntimeError:
         return None
-    cache: dict[str, tuple[int, int, Tensor]] = owner.__dict__.setdefault("_packed_weights", {})
+    cache = _PACKED.setdefault(owner, {})
     entry = cache.get(key)
     if entry is None or entry[:2] != (version, weight.data_ptr()):
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
@@ -152,8 +160,8 @@ def fast_linear(
     Used for fp32 inference on CPU (no autograd, no autocast): PyTorch's default fp32
     GEMM (MKL) runs ~2x slower on this project's AMD CPUs than oneDNN with packed
     weights, and both compute in IEEE fp32 (results differ by summation order only).
-    The packed copy lives on `owner` (not in its state_dict) and is rebuilt whenever the
-    weight changes (version counter / storage).
+    The packed copy is kept per `owner` module (outside it, not in its state_dict) and
+    rebuilt whenever the weight changes (version counter / storage).
     """
     packed = _packed(weight, owner, key) if _fast_path(x, weight) else None
     if packed is None:

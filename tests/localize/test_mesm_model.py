@@ -22,7 +22,9 @@ torch 2.14 on CPU:
   0 and the FW-MESM masked positions recorded (`train_group`).
 """
 
+import copy
 import functools
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -324,3 +326,26 @@ def test_mask_words_follows_the_counts_and_weights() -> None:
         masked = mask_words(words_mask, weight, gen)
         assert masked.sum(1).tolist() == [2, 0]  # 7 // 3; row 2 has no positive weight
         assert not bool((masked & (weight == 0)).any())
+
+
+def test_the_fast_inference_path_follows_weight_updates_and_copies() -> None:
+    """No-grad CPU inference packs weights for oneDNN; updates and copies stay correct."""
+    model = build_model(_tiny(ss_video="row"), seed=5)
+    video, vm, words, wm = _batch(2, seed=6)
+
+    def logits(m: MesmModel, grad: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            out = m.localize(m.encode_text(words, wm), m.encode_videos(video, vm))
+        return out["pred_logits"].detach()
+
+    before = logits(model, grad=False)  # packs
+    torch.testing.assert_close(before, logits(model, grad=True), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.1)  # an optimiser step, in place
+    after = logits(model, grad=False)
+    assert not torch.allclose(after, before, atol=1e-4)
+    torch.testing.assert_close(after, logits(model, grad=True), atol=1e-5, rtol=1e-5)
+    clone = copy.deepcopy(model)
+    torch.save(model, io.BytesIO())
+    torch.testing.assert_close(logits(clone, grad=False), after)
