@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from engine.errors import ConfigError
@@ -93,6 +93,35 @@ class LocalizerSettings(_Section):
     nms_iou: float = Field(default=0.5, ge=0, le=1)
 
 
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    api_keys: list[str] = []
+    media_roots: list[Path] = []
+    max_upload_mb: int = Field(default=2048, ge=1)
+    max_request_kb: int = Field(default=64, ge=1)
+    cors_origins: list[str] = []
+    thumbnail_width: int = Field(default=320, ge=16, le=1920)
+    thumbnail_cache: int = Field(default=512, ge=0)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_keys(cls, keys: list[str]) -> list[str]:
+        weak = [k for k in keys if len(k) < 16 or k != k.strip()]
+        if weak:
+            raise ValueError("every API key needs at least 16 characters and no outer spaces")
+        return keys
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        bad = [o for o in origins if o != "*" and not o.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"CORS origins must be '*' or start with http(s)://: {bad}")
+        return origins
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -112,6 +141,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     search: SearchSettings = SearchSettings()
     localizer: LocalizerSettings = LocalizerSettings()
+    api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
 
     @classmethod
@@ -174,7 +204,10 @@ def load_settings(path: Path | None = None) -> Settings:
     storage = settings.storage.model_copy(
         update={"data_dir": (base_dir / settings.storage.data_dir).resolve()}
     )
-    return settings.model_copy(update={"storage": storage})
+    api = settings.api.model_copy(
+        update={"media_roots": [(base_dir / root).resolve() for root in settings.api.media_roots]}
+    )
+    return settings.model_copy(update={"storage": storage, "api": api})
 
 
 def settings_as_dict(settings: Settings) -> dict[str, Any]:
