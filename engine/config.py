@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from engine.errors import ConfigError
@@ -97,7 +97,7 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1)
-    api_keys: list[str] = []
+    api_keys: list[SecretStr] = []  # masked in `vtr config show`
     media_roots: list[Path] = []
     max_upload_mb: int = Field(default=2048, ge=1)
     max_request_kb: int = Field(default=64, ge=1)
@@ -107,9 +107,9 @@ class ApiSettings(_Section):
 
     @field_validator("api_keys")
     @classmethod
-    def _strong_keys(cls, keys: list[str]) -> list[str]:
-        weak = [k for k in keys if len(k) < 16 or k != k.strip()]
-        if weak:
+    def _strong_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        values = [k.get_secret_value() for k in keys]
+        if any(len(v) < 16 or v != v.strip() for v in values):
             raise ValueError("every API key needs at least 16 characters and no outer spaces")
         return keys
 
