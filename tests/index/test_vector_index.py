@@ -257,6 +257,24 @@ def test_remove_makes_ids_disappear_and_add_brings_them_back(data: Synthetic, fa
         index.add(gone[:2], data.vectors[:2])
 
 
+@pytest.mark.parametrize(
+    ("refine", "tolerance"), [("RFlat", 1e-5), ("Refine(SQfp16)", 2e-3), ("Refine(SQ8)", 3e-2)]
+)
+def test_reranked_scores_come_from_the_right_stored_vectors(
+    data: Synthetic, refine: str, tolerance: float
+) -> None:
+    spec = _spec(f"IVF16,PQ8x4fs,{refine}", nprobe=16, refine_k_factor=8)
+    index = VectorIndex.build(data.ids, data.vectors, spec, encoder=ENCODER)
+    for _ in range(2):  # before and after updates reorder the stored rows
+        scores, ids = index.search(data.queries[:20], 10)
+        for row in range(20):
+            np.testing.assert_allclose(
+                scores[row], data.exact_scores(row, ids[row]), atol=tolerance
+            )
+        index.remove(data.ids[:1500:2])
+        index.add(data.ids[:1500:2], data.vectors[:1500:2])
+
+
 def test_removal_unsupported_by_type_is_a_clear_error(data: Synthetic) -> None:
     index = VectorIndex.build(data.ids[:200], data.vectors[:200], _spec("HNSW8"), encoder=ENCODER)
     with pytest.raises(VectorIndexError, match="cannot remove"):
