@@ -248,6 +248,14 @@ class OpenClipEncoder(Encoder):
         self.token_dim = int(text.ln_final.normalized_shape[0])
         self.context_length = int(getattr(text, "context_length", tokenizer.context_length))
         self.embed_dim = _open_clip_embed_dim(model)
+        from open_clip.model import CLIP  # the model is built: open_clip is loaded already
+
+        # Plain CLIP text towers are causal: `_short_tower` may skip the padding positions.
+        self._causal_clip = (
+            isinstance(model, CLIP)
+            and getattr(model, "attn_mask", None) is not None
+            and getattr(model, "text_pool_type", None) in ("argmax", "last")
+        )
 
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.model.encode_image(pixels)
@@ -255,6 +263,8 @@ class OpenClipEncoder(Encoder):
 
     def _tower(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ids (b, context) -> pooled+projected (b, embed_dim), ln_final output (b, context, W)."""
+        if self._causal_clip:
+            return self._short_tower(ids)
         captured: list[torch.Tensor] = []
         with self._hook_lock:  # one hooked forward at a time (the API encodes from threads)
             handle = self._ln_final.register_forward_hook(lambda _m, _i, out: captured.append(out))
@@ -263,6 +273,34 @@ class OpenClipEncoder(Encoder):
             finally:
                 handle.remove()
         return sentence, captured[-1]
+
+    def _short_tower(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_tower` on only the positions up to the longest text's EOT.
+
+        CLIP's text transformer is causal: no position attends to a later one, so the
+        outputs at positions before the cut are exactly those of the full 77-position
+        pass, and the EOT-pooled sentence embedding too; padding after EOT never matters.
+        Typical queries take 10-20 positions, several times less work than 77.
+        """
+        from open_clip.transformer import text_global_pool
+
+        model = self.model
+        seq = max(int((ids != 0).sum(dim=1).max()), 1)
+        short = ids[:, :seq].to(self.device)  # (b, seq)
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(short).to(cast) + model.positional_embedding[:seq].to(cast)
+        x = model.transformer(x, attn_mask=model.attn_mask[:seq, :seq])  # (b, seq, W)
+        x = model.ln_final(x)
+        pooled = text_global_pool(
+            x, short, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None)
+        )
+        projection = model.text_projection
+        sentence = (
+            projection(pooled) if isinstance(projection, torch.nn.Linear) else pooled @ projection
+        )
+        hidden = x.new_zeros((x.shape[0], ids.shape[1], x.shape[2]))  # (b, context, W)
+        hidden[:, :seq] = x
+        return sentence, hidden
 
     def _text_features(
         self, texts: list[str], max_tokens: int
