@@ -225,12 +225,12 @@ class VectorIndex:
         device: str = "auto",
         search_threads: int = 0,
         seed: int = 0,
-        tune_queries: Any | None = None,
+        tuning_queries: Any | None = None,
         gpu_clone: GpuClone = _default_gpu_clone,
     ) -> "VectorIndex":
         """A new index over `vectors` (n, dim) keyed by `ids` (n,), trained and tuned.
 
-        IVF types without a fixed `spec.nprobe` are tuned (see `tune`) on `tune_queries`
+        IVF types without a fixed `spec.nprobe` are tuned (see `tune`) on `tuning_queries`
         (nq, dim) when given (e.g. a sample of real text queries), else on indexed vectors.
         """
         id_array = _as_ids(ids)
@@ -268,7 +268,7 @@ class VectorIndex:
         )
         index._add_checked(id_array, data)
         if is_ivf and spec.nprobe is None:
-            index.tune(id_array, data, spec, queries=tune_queries, seed=seed)
+            index.tune(id_array, data, spec, queries=tuning_queries, seed=seed)
         log.info(
             "built %s over %d vectors (dim %d, nprobe %s, k-factor %.1f)",
             spec.factory,

@@ -151,6 +151,15 @@ def test_tune_on_given_queries_meets_target_on_other_queries(data: Synthetic) ->
     assert reached >= 0.95 and index.nprobe is not None and index.nprobe > 1
     assert index.refine_k_factor >= 4
     assert data.recall(index, 10) >= 0.93
+    # build() passes the same queries to the same tuning: the same setting comes out.
+    rebuilt = VectorIndex.build(
+        data.ids,
+        data.vectors,
+        replace(spec, nprobe=None),
+        encoder=ENCODER,
+        tuning_queries=tuning.queries,
+    )
+    assert (rebuilt.nprobe, rebuilt.refine_k_factor) == (index.nprobe, index.refine_k_factor)
     with pytest.raises(InputError, match="exactly the indexed ids"):
         index.tune(data.ids[1:], data.vectors[1:], spec)
     with pytest.raises(VectorIndexError, match="not an IVF"):
