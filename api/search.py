@@ -8,6 +8,9 @@ features from the feature store -> stage 2 localizer (batched, long videos windo
     final = stage1_weight * stage1 + (1 - stage1_weight) * stage2
 
 where stage1 is the video's fused stage-1 score and stage2 the localizer's moment score.
+With `SearchRequest.stage2 = False` no localizer runs: a candidate's moments are its best
+action/entity segments from stage 1, their cosine in place of the stage-2 score (to
+measure what stage 2 adds).
 Results are moments (default) or videos with their moments, with catalog metadata,
 per-level scores, per-stage timings and an opaque token for the next page. Models and
 indexes load once per service and are reused across queries (thread-safe).
@@ -36,8 +39,9 @@ from engine.feature_store import FeatureStore
 from index.catalog import Catalog, CollectionRecord, VideoRecord
 from index.collection_index import CollectionIndexes, features_dir, indexes_dir
 from index.stage1 import Candidate, FusionParams, SearchFilters, search_candidates
+from localize.postprocess import nms
 from localize.registry import LocalizerOptions, create_localizer
-from localize.types import Localizer, QueryText, VideoClips
+from localize.types import Localizer, Moment, QueryText, VideoClips, VideoMoments
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class SearchRequest:
     filters: SearchFilters = field(default_factory=SearchFilters)
     page_token: str | None = None
     debug: bool = False
+    stage2: bool = True  # False: stage-1 segments as moments, no localizer
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,8 @@ class _Timer:
 
 def _fingerprint(request: SearchRequest, collection: str, top_k: int) -> str:
     key = json.dumps(
-        [request.query, collection, request.group_by, top_k, asdict(request.filters)],
+        [request.query, collection, request.group_by, top_k, asdict(request.filters)]
+        + ([] if request.stage2 else ["stage1-only"]),
         sort_keys=True,
         default=str,
     )
@@ -281,11 +287,17 @@ class SearchService:
                 n_candidates,
                 request.filters,
             )
-        with timer.stage("features"):
+        if request.stage2:
+            with timer.stage("features"):
+                videos = {c.video_id: self.catalog.get_video(c.video_id) for c in candidates}
+                clips = [self._clips(store, videos[c.video_id], _focus(c)) for c in candidates]
+            with timer.stage("stage2"):
+                localized = (
+                    self.localizer.localize(query, clips, s.moments_per_video) if clips else []
+                )
+        else:
             videos = {c.video_id: self.catalog.get_video(c.video_id) for c in candidates}
-            clips = [self._clips(store, videos[c.video_id], _focus(c)) for c in candidates]
-        with timer.stage("stage2"):
-            localized = self.localizer.localize(query, clips, s.moments_per_video) if clips else []
+            localized = [self._segment_moments(c, videos[c.video_id]) for c in candidates]
         moments = _rank(candidates, localized, videos, s.stage1_weight)
         if request.group_by == "video":
             results: list[MomentResult] | list[VideoResult] = _by_video(moments, candidates, videos)
@@ -305,6 +317,26 @@ class SearchService:
             next_token,
             timer.ms if request.debug else None,
         )
+
+    def _segment_moments(self, candidate: Candidate, video: VideoRecord) -> VideoMoments:
+        """Stage 1 alone: the candidate's best action/entity segments as its moments.
+
+        Each moment is scored by its segment's stage-1 cosine (in place of a localizer
+        score), duplicates merged by NMS as the localizer would. A video that only the
+        global level found gets one moment spanning the whole video.
+        """
+        hits = [h for h in candidate.segments if h.level != "global"]  # best first
+        found = nms(
+            [Moment(h.start_s, h.end_s, h.score) for h in hits],
+            self.settings.localizer.nms_iou,
+            self.settings.search.moments_per_video,
+        )
+        if not found:
+            duration_s = (
+                video.duration_s or (video.n_clips or 0) * self.settings.ingest.clip_seconds
+            )
+            found = [Moment(0.0, duration_s, candidate.level_scores.get("global", 0.0))]
+        return VideoMoments(video.id, found, np.zeros(0, dtype=np.float32))  # no saliency curve
 
     def moments_in_video(self, video_id: int, text: str, top_k: int) -> list[MomentResult]:
         """Localize `text` inside one ready video (no stage 1)."""
