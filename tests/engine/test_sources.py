@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import InputError, NotFoundError
 from engine.config import IngestSettings
+from engine.errors import InputError, NotFoundError
 from engine.sources import discover_videos, local_path, read_list_file, sha256_file
-
 
 EXTENSIONS = IngestSettings().extensions
 
