@@ -18,6 +18,7 @@ from api.cli.index_command import index_videos
 from api.cli.output import emit, print_error, print_json, stdout
 from api.cli.reindex_command import reindex_collection
 from api.cli.search_command import search
+from api.cli.serve_command import serve
 from api.cli.state import CliState, resolve_config_path, state_of
 from api.cli.synth_command import synth
 from api.cli.train_commands import train_app
@@ -44,6 +45,7 @@ app.add_typer(train_app, name="train")
 app.command()(demo)
 app.command("index")(index_videos)
 app.command("search")(search)
+app.command("serve")(serve)
 app.command("reindex")(reindex_collection)
 app.command("synth")(synth)
 
