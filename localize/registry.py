@@ -44,6 +44,15 @@ def _mesm(options: LocalizerOptions) -> Localizer:
     return MesmLocalizer.from_checkpoint(path, device=options.device, nms_iou=options.nms_iou)
 
 
+MODELS_DIR = Path(__file__).parent / "models"
+
+
+def shipped_mesm_checkpoint(encoder: str) -> Path | None:
+    """The MESM checkpoint shipped for features of `encoder`, if vtr ships one."""
+    path = MODELS_DIR / f"mesm-{encoder}.pt"
+    return path if path.is_file() else None
+
+
 LOCALIZERS: dict[str, Callable[[LocalizerOptions], Localizer]] = {
     "similarity": _similarity,
     "mesm": _mesm,
