@@ -161,13 +161,9 @@ def _render_corpus(result: CorpusEvalResult, files: dict[str, str | None]) -> No
             highlight=False,
         )
     if files["predictions"]:
-        stdout.print(f"predictions: {files['predictions']}", highlight=False)
-        gt = files["ground_truth"]
-        if gt:
-            stdout.print(f"ground truth of the evaluated queries: {gt}", highlight=False)
         stdout.print(
-            f"standalone eval: vtr eval moments --gt {gt or '<annotations>'} "
-            f"--pred {files['predictions']}",
+            f"predictions: {files['predictions']}; standalone eval: vtr eval moments "
+            f"--gt {files['ground_truth']} --pred {files['predictions']}",
             highlight=False,
         )
 
@@ -227,6 +223,7 @@ def eval_corpus(
     if pred_out is not None:
         write_predictions(pred_out, result.predictions)
         files["predictions"] = str(pred_out)
+        files["ground_truth"] = str(annotations)
         if len(result.ground_truth) != len(queries):  # skipped or limited: the scored subset
             gt_out = pred_out.with_name(pred_out.stem + ".gt.jsonl")
             write_qvhighlights(gt_out, result.ground_truth)

@@ -33,7 +33,7 @@ from api.corpus_eval import (
     evaluate_collection,
     run_settings,
 )
-from api.search import SearchRequest, SearchService
+from api.search import MomentResult, SearchRequest, SearchService
 from engine.config import Settings, load_settings
 from engine.encoders import Encoder, create_encoder
 from engine.errors import InputError
@@ -58,6 +58,8 @@ N_PLANTED = len(QUERIES)
 SIX_OF_SEVEN = 85.71  # percent, TVR rounding of 6 / 7
 ONE_OF_SEVEN = 14.29
 
+World = tuple[Path, Settings, Catalog, list[MomentQuery]]
+
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
@@ -69,9 +71,7 @@ def encoder() -> Encoder:
 
 
 @pytest.fixture(scope="module")
-def world(
-    tmp_path_factory: pytest.TempPathFactory, encoder: Encoder
-) -> tuple[Path, Settings, Catalog, list[MomentQuery]]:
+def world(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> World:
     root = tmp_path_factory.mktemp("corpus")
     config = root / "config.toml"
     config.write_text(
@@ -100,7 +100,9 @@ def world(
     return root, settings, catalog, gt
 
 
-def _evaluate(world, encoder: Encoder, **options: object) -> CorpusEvalResult:  # type: ignore[no-untyped-def]
+def _evaluate(
+    world: World, encoder: Encoder, options: CorpusEvalOptions | None = None
+) -> CorpusEvalResult:
     _, settings, catalog, gt = world
 
     def make_service(run: Settings, cat: Catalog) -> SearchService:
@@ -110,13 +112,13 @@ def _evaluate(world, encoder: Encoder, **options: object) -> CorpusEvalResult:  
         settings,
         catalog,
         gt,
-        CorpusEvalOptions(**options),  # type: ignore[arg-type]
+        options,
         make_service=make_service,
     )
 
 
 @pytest.fixture(scope="module")
-def two_stage(world, encoder: Encoder) -> CorpusEvalResult:  # type: ignore[no-untyped-def]
+def two_stage(world: World, encoder: Encoder) -> CorpusEvalResult:
     return _evaluate(world, encoder)
 
 
@@ -154,8 +156,10 @@ def test_latency_has_every_stage(two_stage: CorpusEvalResult) -> None:
     assert total is not None and stage1 is not None and total >= stage1
 
 
-def test_stage1_only_and_level_ablation(world, encoder: Encoder) -> None:  # type: ignore[no-untyped-def]
-    action = _evaluate(world, encoder, stage1_only=True, levels=("global", "action"))
+def test_stage1_only_and_level_ablation(world: World, encoder: Encoder) -> None:
+    action = _evaluate(
+        world, encoder, CorpusEvalOptions(stage1_only=True, levels=("global", "action"))
+    )
     assert action.vcmr["0.5-r1"] == SIX_OF_SEVEN
     assert all(action.vcmr[f"0.7-r{k}"] == 0.0 for k in (1, 5, 10, 100))
     assert all(action.svmr[f"0.7-r{k}"] == 0.0 for k in (1, 5, 10, 100))
@@ -168,10 +172,10 @@ def test_stage1_only_and_level_ablation(world, encoder: Encoder) -> None:  # typ
     best = action.predictions[0]["pred_corpus_moments"][0]
     assert best[0] == "vid0" and best[2] - best[1] == 8.0  # one 4-clip action window
 
-    entity = _evaluate(world, encoder, stage1_only=True)
+    entity = _evaluate(world, encoder, CorpusEvalOptions(stage1_only=True))
     assert entity.vcmr["0.7-r1"] == SIX_OF_SEVEN
 
-    whole = _evaluate(world, encoder, stage1_only=True, levels=("global",))
+    whole = _evaluate(world, encoder, CorpusEvalOptions(stage1_only=True, levels=("global",)))
     for q, row in zip(whole.ground_truth, whole.predictions, strict=True):
         assert all((m[1], m[2]) == (0.0, 60.0) for m in row["pred_corpus_moments"])
         assert len(row["pred_corpus_moments"]) == 10, q.qid  # one per video
@@ -183,7 +187,7 @@ def test_stage1_only_and_level_ablation(world, encoder: Encoder) -> None:  # typ
         assert whole.svmr[f"{t}-r1"] == ONE_OF_SEVEN  # only the mislabelled query
 
 
-def test_stage2_switch_in_the_service(world, encoder: Encoder) -> None:  # type: ignore[no-untyped-def]
+def test_stage2_switch_in_the_service(world: World, encoder: Encoder) -> None:
     _, settings, catalog, _ = world
     service = SearchService(settings, catalog, encoder_factory=lambda spec, device: encoder)
     request = SearchRequest(QUERIES[1], top_k=3, debug=True, stage2=False)
@@ -191,14 +195,15 @@ def test_stage2_switch_in_the_service(world, encoder: Encoder) -> None:  # type:
     assert response.timings_ms is not None and "stage2" not in response.timings_ms
     assert [Path(m.uri).stem for m in response.results] == ["vid1"] * 3
     first = response.results[0]
+    assert isinstance(first, MomentResult)
     assert (first.start_s, first.end_s) == (12.0, 24.0)  # the planted entity state
     assert response.next_page_token is not None
     with pytest.raises(InputError, match="another query"):  # the token knows its mode
         service.search(SearchRequest(QUERIES[1], top_k=3, page_token=response.next_page_token))
 
 
-def test_limit_and_skips(world, encoder: Encoder) -> None:  # type: ignore[no-untyped-def]
-    r = _evaluate(world, encoder, limit=2, top_k=5)
+def test_limit_and_skips(world: World, encoder: Encoder) -> None:
+    r = _evaluate(world, encoder, CorpusEvalOptions(limit=2, top_k=5))
     assert r.n_queries == 2 and not r.skipped
     assert r.vcmr["0.7-r1"] == 100.0
     assert all(len(p["pred_corpus_moments"]) <= 5 for p in r.predictions)
@@ -218,7 +223,7 @@ def test_limit_and_skips(world, encoder: Encoder) -> None:  # type: ignore[no-un
         evaluate_collection(settings, catalog, gt, CorpusEvalOptions(top_k=101))
 
 
-def test_run_settings_overrides(world) -> None:  # type: ignore[no-untyped-def]
+def test_run_settings_overrides(world: World) -> None:
     _, settings, _, _ = world
     run = run_settings(settings, ["entity"], "mesm")
     assert (run.search.weight_global, run.search.weight_action) == (0.0, 0.0)
@@ -236,7 +241,7 @@ def test_run_settings_overrides(world) -> None:  # type: ignore[no-untyped-def]
         run_settings(zero, ["action"])
 
 
-def test_vids_by_stem_or_metadata(world) -> None:  # type: ignore[no-untyped-def]
+def test_vids_by_stem_or_metadata(world: World) -> None:
     _, settings, catalog, _ = world
     catalog.create_collection("dup", "tiny-random")
     rng = np.random.default_rng(1)
@@ -265,7 +270,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 
 
 def test_cli_json_predictions_and_standalone_eval(
-    world,  # type: ignore[no-untyped-def]
+    world: World,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     root, _, _, _ = world
@@ -298,6 +303,7 @@ def test_cli_json_predictions_and_standalone_eval(
     code, out, err = run_cli(capsys, *base, "--limit", "6", "--pred-out", str(pred))
     assert code == 0, err
     assert "VCMR IoU 0.7" in out and "encode_text" in out and "vtr eval moments" in out
+    assert [q.qid for q in load_qvhighlights(gt_subset)] == list(range(N_PLANTED))  # rewritten
     code, out, err = run_cli(
         capsys, "eval", "moments", "--gt", str(gt_subset), "--pred", str(pred), "--json"
     )
@@ -310,7 +316,7 @@ def test_cli_json_predictions_and_standalone_eval(
     assert json.loads(out)["vcmr"]["0.5-r1"] == 0.0
 
 
-def test_cli_user_errors(world, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_cli_user_errors(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     root, _, _, _ = world
     base = ["--config", str(root / "config.toml"), "eval", "corpus"]
     annotations = str(root / "annotations.jsonl")
