@@ -6,7 +6,8 @@ moments ranked by final score), and the ranked moments are scored with TVR's cor
 metrics (localize/corpus_metrics.py; Lei et al., ECCV 2020, github.com/jayleicn/
 TVRetrieval): VCMR R@{1,5,10,100} at IoU 0.5/0.7, SVMR on the moments inside the GT
 video, and VR on the video ranking the moments imply. Per-stage latencies (p50/p99 ms)
-come from the service's own timings.
+come from the service's own timings; `total` is the wall time of each search call less
+its one-off model and index loading.
 
 - An annotation's `vid` names a catalog video by its `metadata.vid` when set, else by the
   file stem of its `uri`. A query whose video is not a ready video of the collection, or
@@ -227,6 +228,8 @@ def evaluate_collection(
     name = options.collection or run.search.default_collection
     collection = catalog.get_collection(name)
     chosen = list(queries)[: options.limit] if options.limit is not None else list(queries)
+    if len({q.qid for q in chosen}) != len(chosen):
+        raise InputError("duplicate qids in the annotations")
     gt, skipped = _select(chosen, collection_vids(catalog, name), name)
     for s in skipped:
         log.debug("skipping qid %r (vid %r): %s", s.qid, s.vid, s.reason)

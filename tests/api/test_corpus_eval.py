@@ -221,6 +221,8 @@ def test_limit_and_skips(world: World, encoder: Encoder) -> None:
     assert [(s.qid, s.reason) for s in kept.skipped] == [("test-split", SKIP_NO_WINDOWS)]
     with pytest.raises(InputError, match="top_k"):
         evaluate_collection(settings, catalog, gt, CorpusEvalOptions(top_k=101))
+    with pytest.raises(InputError, match="duplicate qids"):
+        evaluate_collection(settings, catalog, [gt[0], gt[0]])
 
 
 def test_run_settings_overrides(world: World) -> None:
