@@ -14,6 +14,7 @@ import typer
 from api.cli.catalog_commands import collections_app, videos_app
 from api.cli.demo_command import demo
 from api.cli.eval_commands import eval_app
+from api.cli.export_command import export_app
 from api.cli.index_command import index_videos
 from api.cli.output import emit, print_error, print_json, stdout
 from api.cli.reindex_command import reindex_collection
@@ -42,6 +43,7 @@ app.add_typer(collections_app, name="collections")
 app.add_typer(videos_app, name="videos")
 app.add_typer(eval_app, name="eval")
 app.add_typer(train_app, name="train")
+app.add_typer(export_app, name="export")
 app.command()(demo)
 app.command("index")(index_videos)
 app.command("search")(search)
