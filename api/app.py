@@ -16,6 +16,7 @@ OpenAPI: /docs and /openapi.json.
 
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -27,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -160,13 +162,50 @@ class CatchAllMiddleware:
             await response(scope, receive, send)
 
 
+_UPLOAD_ROUTE = re.compile(rf"^{API_PREFIX}/collections/[^/]+/videos/?$")
+
+
+class DeclaredSizeMiddleware:
+    """413 at once for a body whose declared Content-Length is over the route's limit.
+
+    FastAPI's per-router limit (`max_body_size`, set on the /v1 routers) counts bytes
+    as they arrive, which also covers bodies sent without a length (its 413 goes through
+    the error handlers); this answers before reading any.
+    """
+
+    def __init__(self, app: ASGIApp, request_bytes: int, upload_bytes: int) -> None:
+        self.app = app
+        self.request_bytes = request_bytes
+        self.upload_bytes = upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            upload = scope["method"] == "POST" and _UPLOAD_ROUTE.match(scope["path"])
+            limit = self.upload_bytes if upload else self.request_bytes
+            declared = Headers(scope=scope).get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                message = f"the request body ({declared} bytes) is over the limit ({limit} bytes)"
+                response = error_response(413, "payload_too_large", message)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _request_bytes(settings: Settings) -> int:
+    return settings.api.max_request_kb << 10
+
+
+def _upload_bytes(settings: Settings) -> int:
+    return settings.api.max_upload_mb << 20
+
+
 def _v1_router(settings: Settings) -> APIRouter:
     """Every /v1 route, each resource's router once, with auth when keys are set."""
     keys = bool(settings.api.api_keys)
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)] if keys else [])
     api.include_router(search.router)
     api.include_router(collections.router)
-    api.include_router(collections.ingest_router, max_body_size=settings.api.max_upload_mb << 20)
+    api.include_router(collections.ingest_router, max_body_size=_upload_bytes(settings))
     api.include_router(videos.router)
     api.include_router(jobs.router)
     media = APIRouter(
@@ -174,8 +213,8 @@ def _v1_router(settings: Settings) -> APIRouter:
     )
     media.include_router(videos.media_router)
     root = APIRouter()
-    root.include_router(api)
-    root.include_router(media)
+    root.include_router(api, max_body_size=_request_bytes(settings))
+    root.include_router(media, max_body_size=_request_bytes(settings))
     return root
 
 
@@ -198,7 +237,6 @@ def create_app(settings: Settings, *, encoder_factory: EncoderFactory = create_e
         summary="Video-text retrieval with moment localization.",
         version="1",
         lifespan=lifespan,
-        max_body_size=settings.api.max_request_kb << 10,
     )
     app.include_router(_v1_router(settings))
     app.include_router(health.router)
@@ -216,6 +254,11 @@ def create_app(settings: Settings, *, encoder_factory: EncoderFactory = create_e
             expose_headers=["Content-Range", "Accept-Ranges", "Content-Length", "Location"],
         )
     app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(
+        DeclaredSizeMiddleware,
+        request_bytes=_request_bytes(settings),
+        upload_bytes=_upload_bytes(settings),
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
