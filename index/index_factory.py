@@ -7,11 +7,13 @@ does (criteo/autofaiss; FAISS wiki "Guidelines to choose an index"):
 - `IVF{nlist},PQ{m}x4fs` (4-bit fast-scan product quantizer) past that, with a re-ranking
   store `Refine(SQfp16)` or `Refine(SQ8)` when it fits: the PQ scan proposes
   `refine_k_factor * k` candidates and their stored vectors re-rank them, which lifts
-  recall@100 from about 0.5-0.7 (PQ alone on clustered embeddings) to the target; at a
+  recall@100 from about 0.6-0.7 (PQ alone, on bench/index.py's data) to the target; at a
   million vectors this is both smaller and faster than scanning float32 IVF lists.
 `nprobe` is left to the build, which tunes it to `recall_target` (see vector_index.py).
 A faiss factory string (`[index] factory`) overrides the choice; a trailing
-`,Refine(<factory>)` or `,RFlat` names the re-ranking store.
+`,Refine(<factory>)` or `,RFlat` names the re-ranking store. OPQ (`OPQ64_512,IVF...`)
+works through the override; it is not chosen by default, as the re-ranking store already
+restores recall and OPQ training is slow on CPU.
 
 Run `python bench/index.py` for the measured trade-offs.
 """
