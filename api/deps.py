@@ -22,7 +22,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.jobs import IngestJobs
-from api.media import ThumbnailCache, uploads_dir
+from api.media import ForbiddenError, ThumbnailCache, confine, is_within, uploads_dir
 from api.metrics import Metrics
 from api.search import SearchService
 from engine.config import Settings
@@ -53,7 +53,8 @@ class AppState:
         self.metrics = metrics
         self.encoder_factory = encoder_factory
         self.thumbnails = ThumbnailCache(settings.api.thumbnail_cache)
-        self.uploads = uploads_dir(settings.storage.data_dir).resolve()
+        self.data_dir = settings.storage.data_dir.resolve()
+        self.uploads = uploads_dir(self.data_dir)
         self.media_roots = [Path(root).resolve() for root in settings.api.media_roots]
         self._catalog: Catalog | None = None
         self._search: SearchService | None = None
@@ -117,6 +118,16 @@ class AppState:
                     encoder_factory=self.encoder_factory,
                 )
             return self._jobs
+
+    # Media files -----------------------------------------------------------------------
+
+    def media_file(self, path: Path) -> Path:
+        """A file the server may serve: under api.media_roots (but not in the data
+        directory: the catalog, features, indexes), or an uploaded file."""
+        resolved = confine(path, [*self.media_roots, self.uploads])
+        if is_within(resolved, [self.data_dir]) and not is_within(resolved, [self.uploads]):
+            raise ForbiddenError(f"{path} is inside the data directory")
+        return resolved
 
     # Index caches ----------------------------------------------------------------------
 

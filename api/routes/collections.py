@@ -122,24 +122,35 @@ def list_videos(
 
 
 def resolve_inputs(texts: Sequence[str], recursive: bool, state: AppState) -> list[Path]:
-    """Client paths -> resolved video files, every one inside `api.media_roots`."""
+    """Client paths -> resolved video files, every one inside `api.media_roots`.
+
+    Files named one by one need a video extension too, and nothing in the data
+    directory is taken, so no request can register (and then stream) other files.
+    """
     roots = state.media_roots
     if not roots:
         raise ForbiddenError(
             "ingest by path is disabled on this server (api.media_roots is empty); upload files"
         )
+    extensions = {e.lower() for e in state.settings.ingest.extensions}
     files: dict[Path, None] = {}
     for text in texts:
         path = confine(request_path(text), roots)
-        if not path.is_dir():
-            files[path] = None
-            continue
-        found = discover_videos([path], state.settings.ingest.extensions, recursive=recursive)
+        if path.is_dir():
+            found = discover_videos([path], extensions, recursive=recursive)
+        elif path.suffix.lower() in extensions:
+            found = [path]
+        else:
+            raise InputError(
+                f"{text}: not a video file extension ({', '.join(sorted(extensions))})"
+            )
         for child in found:
             if not is_within(child, roots):
                 raise ForbiddenError(
                     f"{child} (found under {text}) is outside the directories this server may read"
                 )
+            if is_within(child, [state.data_dir]):
+                raise ForbiddenError(f"{child} is inside the data directory")
             files[child] = None
     if not files:
         raise InputError(f"no video files in {', '.join(texts)}")

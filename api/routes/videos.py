@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 
 from api.deps import AppState, CatalogDep, SearcherDep, StateDep
-from api.media import confine, is_within, remove_upload, stream_file
+from api.media import is_within, remove_upload, stream_file
 from api.routes import error_responses, invalid
 from api.schemas import MAX_TOP_K, MomentOut, MomentsOut, VideoOut
 from engine.errors import NotFoundError
@@ -97,7 +97,7 @@ def moments(
 
 def _video_file(state: AppState, video_id: int) -> tuple[VideoRecord, Path]:
     video = state.catalog().get_video(video_id)
-    path = confine(local_path(video.uri), [*state.media_roots, state.uploads])
+    path = state.media_file(local_path(video.uri))
     if not path.is_file():
         raise NotFoundError(f"video {video_id}: {video.uri} is not a file")
     return video, path

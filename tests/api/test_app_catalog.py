@@ -324,3 +324,28 @@ def test_delete_collection_removes_everything(client: TestClient, world: World) 
     assert not indexes_dir(data_dir, collection_id).exists()
     assert not features_dir(data_dir, collection_id).exists()
     assert client.delete(f"/v1/collections/{name}").status_code == 404
+
+
+def test_nothing_in_the_data_directory_is_ingested_or_served(world: World) -> None:
+    """Even with media roots that contain it, the catalog and index files stay private."""
+    data_dir = world.settings.storage.data_dir
+    planted = data_dir / "planted.mp4"
+    planted.write_bytes((world.media / "clean" / "n0.mp4").read_bytes())
+    with serving(with_api(world.settings, media_roots=[world.root])) as client:
+        name = _new_collection(client)
+        database = _ingest(client, name, [str(data_dir / "vtr.db")])
+        assert database.status_code == 400 and "extension" in error_of(database)["message"]
+        for path in (planted, data_dir):
+            refused = _ingest(client, name, [str(path)], recursive=True)
+            assert refused.status_code == 403, path
+            assert "data directory" in error_of(refused)["message"]
+        # a row pointing into the data directory (e.g. from an older server) is not served
+        catalog = Catalog.open(world.settings.catalog_url)
+        try:
+            collection_id = catalog.get_collection(name).id
+            row, _ = catalog.register_video(collection_id, str(planted), "0" * 64)
+        finally:
+            catalog.close()
+        stream = client.get(f"/v1/videos/{row.id}/stream")
+        assert stream.status_code == 403 and error_of(stream)["code"] == "forbidden"
+    planted.unlink()

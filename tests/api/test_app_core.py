@@ -7,14 +7,19 @@ exception as a generic 500 whose details stay in the log); a server started befo
 """
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.app import STATUS_BY_CODE, create_app, status_of
+from api.app import CONFIG_ENV, STATUS_BY_CODE, app_from_environment, create_app, status_of
 from api.auth import API_KEY_HEADER, MEDIA_COOKIE, AuthError
+from api.cli.app import main
 from api.media import ForbiddenError, RangeNotSatisfiableError
 from engine import errors
 from engine.config import load_settings
@@ -294,3 +299,28 @@ def test_web_page_and_its_files(client: TestClient) -> None:
     assert script.status_code == 200 and "/v1/search" in script.text
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/static/absent.js").status_code == 404
+
+
+# vtr serve ---------------------------------------------------------------------------
+
+
+def test_vtr_serve_starts_uvicorn_with_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    monkeypatch.setenv(CONFIG_ENV, "")  # restored after the test
+    config = tmp_path / "config.toml"
+    config.write_text('[encoder]\nname = "tiny-random"\n[api]\nport = 8123\n')
+    assert main(["--config", str(config), "serve"]) == 0
+    app, options = calls[0]
+    assert isinstance(app, FastAPI)
+    assert options["host"] == "127.0.0.1" and options["port"] == 8123
+    argv = ["--config", str(config), "serve", "--host", "0.0.0.0", "--port", "9000"]
+    assert main([*argv, "--workers", "3"]) == 0
+    target, options = calls[1]
+    assert target == "api.app:app_from_environment" and options["factory"] is True
+    assert options["workers"] == 3 and options["port"] == 9000
+    assert os.environ[CONFIG_ENV] == str(config.resolve())
+    worker_app = app_from_environment()  # what each worker process builds
+    assert isinstance(worker_app, FastAPI)
