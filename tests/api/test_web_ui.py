@@ -24,7 +24,8 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from tests.api.app_env import COLLECTION, World, shared_world
+from engine.config import Settings
+from tests.api.app_env import API_KEY, COLLECTION, World, shared_world, with_api
 
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
 
@@ -52,13 +53,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 @contextmanager
-def live_server(world: World) -> Iterator[str]:
+def live_server(settings: Settings) -> Iterator[str]:
     """The app served by uvicorn on a free loopback port, in a thread."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(world.settings), log_level="warning", lifespan="on")
+        uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -134,6 +135,7 @@ class DevTools:
 @contextmanager
 def chromium(profile: Path) -> Iterator[DevTools]:
     """Headless Chromium with an empty profile; yields a client of its blank page."""
+    profile.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL,
@@ -164,63 +166,79 @@ def chromium(profile: Path) -> Iterator[DevTools]:
             process.wait()
 
 
+def search_click_and_check_the_player(page: DevTools, base: str) -> None:
+    """Type a query, see cards with thumbnails, click one: the player sits at its start."""
+    options = page.wait_for(
+        "[...document.querySelectorAll('#collection option')].map(o => o.value)",
+        "the collection list",
+    )
+    assert COLLECTION in options
+    page.evaluate(f"document.querySelector('#collection').value = {json.dumps(COLLECTION)}")
+
+    page.evaluate("document.querySelector('#query').focus()")
+    page.call("Input.insertText", text="a red square")
+    page.press_enter()
+    n_cards = page.wait_for("document.querySelectorAll('#results .card').length", "cards")
+    assert n_cards == 10  # search.top_k
+    page.wait_for(
+        "[...document.querySelectorAll('#results .card img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)",
+        "the thumbnails",
+    )
+    texts = page.evaluate("[...document.querySelectorAll('#results .card')].map(c => c.innerText)")
+    for text in texts:
+        assert re.search(r"\d\d:\d\d-\d\d:\d\d", text) and ".mp4" in text
+
+    page.evaluate(
+        "window.seekedAt = [];"
+        "document.querySelector('#player').addEventListener('seeked',"
+        " e => window.seekedAt.push(e.target.currentTime))"
+    )
+    target = page.evaluate(
+        """(() => {
+            const card = [...document.querySelectorAll('#results .card')]
+                .find(c => Number(c.dataset.start) > 0);
+            card.scrollIntoView({block: 'center'});
+            const r = card.getBoundingClientRect();
+            return {x: r.x + r.width / 2, y: r.y + r.height / 2,
+                    start: Number(card.dataset.start), video: Number(card.dataset.videoId)};
+        })()"""
+    )
+    page.click(target["x"], target["y"])
+
+    seeked = page.wait_for("window.seekedAt.length && window.seekedAt[0]", "the seek")
+    assert seeked == pytest.approx(target["start"], abs=0.05)
+    state = page.wait_for(
+        """(() => {
+            const p = document.querySelector('#player');
+            return p.readyState >= 1 && !p.seeking &&
+                {src: p.currentSrc, time: p.currentTime,
+                 hidden: p.closest('[hidden]') !== null};
+        })()""",
+        "the player",
+    )
+    assert state["src"] == f"{base}/v1/videos/{target['video']}/stream"
+    assert not state["hidden"]
+    assert target["start"] - 0.05 <= state["time"] <= target["start"] + 1.0
+    assert page.evaluate("document.querySelector('.card.active') !== null")
+
+
 def test_search_click_plays_from_the_moment(world: World, tmp_path: Path) -> None:
-    profile = tmp_path / "profile"
-    profile.mkdir()
-    with live_server(world) as base, chromium(profile) as page:
+    with live_server(world.settings) as base, chromium(tmp_path / "profile") as page:
         page.call("Page.navigate", url=f"{base}/")
-        options = page.wait_for(
-            "[...document.querySelectorAll('#collection option')].map(o => o.value)",
-            "the collection list",
-        )
-        assert COLLECTION in options
-        page.evaluate(f"document.querySelector('#collection').value = {json.dumps(COLLECTION)}")
+        search_click_and_check_the_player(page, base)
+        assert page.evaluate("document.querySelector('#key-form').hidden")  # no auth: no key
 
-        page.evaluate("document.querySelector('#query').focus()")
-        page.call("Input.insertText", text="a red square")
+
+def test_with_api_keys_the_page_asks_for_one(world: World, tmp_path: Path) -> None:
+    """The key typed once opens the API (header) and the thumbnails and stream (cookie)."""
+    locked = with_api(world.settings, api_keys=[API_KEY])
+    with live_server(locked) as base, chromium(tmp_path / "profile") as page:
+        page.call("Page.navigate", url=f"{base}/")
+        page.wait_for("!document.querySelector('#key-form').hidden", "the key field")
+        assert "API key" in page.evaluate("document.querySelector('#status').textContent")
+        page.evaluate("document.querySelector('#api-key').focus()")
+        page.call("Input.insertText", text=API_KEY)
         page.press_enter()
-        n_cards = page.wait_for("document.querySelectorAll('#results .card').length", "cards")
-        assert n_cards == 10  # search.top_k
-        page.wait_for(
-            "[...document.querySelectorAll('#results .card img')]"
-            ".every(i => i.complete && i.naturalWidth > 0)",
-            "the thumbnails",
-        )
-        texts = page.evaluate(
-            "[...document.querySelectorAll('#results .card')].map(c => c.innerText)"
-        )
-        for text in texts:
-            assert re.search(r"\d\d:\d\d-\d\d:\d\d", text) and ".mp4" in text
-
-        page.evaluate(
-            "window.seekedAt = [];"
-            "document.querySelector('#player').addEventListener('seeked',"
-            " e => window.seekedAt.push(e.target.currentTime))"
-        )
-        target = page.evaluate(
-            """(() => {
-                const card = [...document.querySelectorAll('#results .card')]
-                    .find(c => Number(c.dataset.start) > 0);
-                card.scrollIntoView({block: 'center'});
-                const r = card.getBoundingClientRect();
-                return {x: r.x + r.width / 2, y: r.y + r.height / 2,
-                        start: Number(card.dataset.start), video: Number(card.dataset.videoId)};
-            })()"""
-        )
-        page.click(target["x"], target["y"])
-
-        seeked = page.wait_for("window.seekedAt.length && window.seekedAt[0]", "the seek")
-        assert seeked == pytest.approx(target["start"], abs=0.05)
-        state = page.wait_for(
-            """(() => {
-                const p = document.querySelector('#player');
-                return p.readyState >= 1 && !p.seeking &&
-                    {src: p.currentSrc, time: p.currentTime,
-                     hidden: p.closest('[hidden]') !== null};
-            })()""",
-            "the player",
-        )
-        assert state["src"] == f"{base}/v1/videos/{target['video']}/stream"
-        assert not state["hidden"]
-        assert target["start"] - 0.05 <= state["time"] <= target["start"] + 1.0
-        assert page.evaluate("document.querySelector('.card.active') !== null")
+        search_click_and_check_the_player(page, base)
+        assert page.evaluate("localStorage.getItem('vtr.apiKey')") == API_KEY
