@@ -104,15 +104,27 @@ class DevTools:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, what: str) -> Any:
-        """Poll `expression` until it is truthy; returns its value."""
+        """Poll `expression` until it is truthy (a JS error counts as not yet)."""
         deadline = time.monotonic() + TIMEOUT_S
+        last_error: RuntimeError | None = None
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError as e:  # e.g. the element is not there yet
+                value, last_error = None, e
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}")
+                raise TimeoutError(f"timed out waiting for {what}") from last_error
             time.sleep(0.05)
+
+    def open(self, url: str) -> None:
+        """Navigate and wait until the page has loaded."""
+        self.call("Page.navigate", url=url)
+        self.wait_for(
+            f"location.href === {json.dumps(url)} && document.readyState === 'complete'",
+            f"{url} to load",
+        )
 
     def click(self, x: float, y: float) -> None:
         """A real (trusted) left click at page coordinates."""
@@ -225,7 +237,7 @@ def search_click_and_check_the_player(page: DevTools, base: str) -> None:
 
 def test_search_click_plays_from_the_moment(world: World, tmp_path: Path) -> None:
     with live_server(world.settings) as base, chromium(tmp_path / "profile") as page:
-        page.call("Page.navigate", url=f"{base}/")
+        page.open(f"{base}/")
         search_click_and_check_the_player(page, base)
         assert page.evaluate("document.querySelector('#key-form').hidden")  # no auth: no key
 
@@ -234,7 +246,7 @@ def test_with_api_keys_the_page_asks_for_one(world: World, tmp_path: Path) -> No
     """The key typed once opens the API (header) and the thumbnails and stream (cookie)."""
     locked = with_api(world.settings, api_keys=[API_KEY])
     with live_server(locked) as base, chromium(tmp_path / "profile") as page:
-        page.call("Page.navigate", url=f"{base}/")
+        page.open(f"{base}/")
         page.wait_for("!document.querySelector('#key-form').hidden", "the key field")
         assert "API key" in page.evaluate("document.querySelector('#status').textContent")
         page.evaluate("document.querySelector('#api-key').focus()")
