@@ -9,9 +9,9 @@ thread; `GET /v1/jobs/{id}` follows it.
 """
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -33,7 +33,7 @@ from api.schemas import CollectionIn, CollectionOut, IngestPathsIn, JobOut, Vide
 from engine.encoder_registry import resolve_encoder
 from engine.errors import InputError, ModelError
 from engine.sources import discover_videos
-from index.catalog import CollectionRecord, VideoRecord
+from index.catalog import CollectionRecord, JobRecord, VideoRecord
 from index.catalog_schema import VideoStatus
 from index.collection_index import collection_lock, features_dir, indexes_dir
 from index.ingest import IngestResult
@@ -176,7 +176,7 @@ def _save_uploads(uploads: list[UploadFile], state: AppState) -> list[Path]:
     return saved
 
 
-def _cleanup_uploads(state: AppState, uploads: list[Path]) -> Any:
+def _cleanup_uploads(state: AppState, uploads: list[Path]) -> Callable[[IngestResult | None], None]:
     """After the job: delete uploaded copies of videos that the collection already had."""
 
     def cleanup(result: IngestResult | None) -> None:
@@ -192,7 +192,9 @@ def _cleanup_uploads(state: AppState, uploads: list[Path]) -> Any:
     return cleanup
 
 
-def _start(state: AppState, collection: CollectionRecord, paths: list[Path], uploads: bool) -> Any:
+def _start(
+    state: AppState, collection: CollectionRecord, paths: list[Path], uploads: bool
+) -> JobRecord:
     jobs = state.jobs()
     try:
         return jobs.start(
