@@ -1,12 +1,13 @@
 """Background ingest jobs for the HTTP API.
 
 `IngestJobs.start` runs `index.ingest.ingest` in a thread and returns the job row that
-ingest creates (as soon as it exists: ingest records progress in it as videos finish,
-and `GET /v1/jobs/{id}` reads it). Errors raised before the row exists (an unknown
-collection, another ingest holding the collection's lock) are raised to the caller, so
-the request fails with their status instead of creating a job. When the run ends, the
-search service forgets the collection's cached indexes, and uploaded copies of videos
-that were already in the collection are deleted.
+ingest creates, handed over by ingest's `on_job` hook as soon as it exists (ingest
+records progress in it as videos finish, and `GET /v1/jobs/{id}` reads it). Errors
+raised before the row exists (an unknown collection, another ingest holding the
+collection's lock) are raised to the caller, so the request fails with their status
+instead of creating a job. When the run ends, the search service forgets the
+collection's cached indexes, and uploaded copies of videos that were already in the
+collection are deleted.
 
 A server stopped mid-ingest leaves the job `running`; the next ingest of the collection
 marks it failed and finishes its videos (ingest is resumable).
@@ -26,8 +27,6 @@ from index.ingest import EncoderFactory, IngestResult, ingest
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.02  # how often the job row is looked for while ingest starts
-
 
 class IngestJobs:
     """Starts ingests in threads; one instance per app."""
@@ -46,22 +45,6 @@ class IngestJobs:
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
 
-    def _last_job_id(self) -> int:
-        jobs = self.catalog.list_jobs(limit=1)
-        return jobs[0].id if jobs else 0
-
-    def _find_job(self, collection_id: int, after_id: int, inputs: list[str]) -> JobRecord | None:
-        for job in self.catalog.list_jobs(limit=200):
-            if job.id <= after_id:
-                break
-            if (
-                job.kind == "ingest"
-                and job.collection_id == collection_id
-                and job.params.get("inputs") == inputs
-            ):
-                return job
-        return None
-
     def start(
         self,
         collection: CollectionRecord,
@@ -72,9 +55,13 @@ class IngestJobs:
     ) -> JobRecord:
         """Start ingesting `paths` (resolved files) and return its job once it exists."""
         inputs = [str(p) for p in paths]
-        after_id = self._last_job_id()
         done = threading.Event()
         failure: list[BaseException] = []
+        created: list[JobRecord] = []
+
+        def job_created(job: JobRecord) -> None:
+            created.append(job)
+            done.set()
 
         def run() -> None:
             result: IngestResult | None = None
@@ -85,6 +72,7 @@ class IngestJobs:
                     collection.name,
                     inputs,
                     encoder_factory=self.encoder_factory,
+                    on_job=job_created,
                 )
                 log.info(
                     "job %d on %s: %d indexed, %d already there, %d failed",
@@ -111,15 +99,12 @@ class IngestJobs:
         with self._lock:
             self._threads.add(thread)
         thread.start()
-        while True:
-            finished = done.wait(POLL_S)
-            job = self._find_job(collection.id, after_id, inputs)
-            if job is not None:
-                return job
-            if finished:
-                if failure:
-                    raise failure[0]
-                raise CatalogError("ingest ended without recording a job")
+        done.wait()
+        if created:
+            return created[0]
+        if failure:
+            raise failure[0]
+        raise CatalogError("ingest ended without recording a job")
 
     def running(self) -> int:
         with self._lock:

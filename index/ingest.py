@@ -90,11 +90,15 @@ def ingest(
     recursive: bool = False,
     progress: IngestProgress | None = None,
     encoder_factory: EncoderFactory = create_encoder,
+    on_job: Callable[[JobRecord], None] | None = None,
 ) -> IngestResult:
-    """Index `inputs` (files, directories, file:// URIs) into `collection`."""
+    """Index `inputs` (files, directories, file:// URIs) into `collection`.
+
+    `on_job` receives the job row as soon as it exists (the API answers with it).
+    """
     paths = discover_videos(inputs, settings.ingest.extensions, recursive=recursive)
     params = {"inputs": [str(i) for i in inputs], "recursive": recursive}
-    with _job(catalog, settings, collection, "ingest", len(paths), params) as run:
+    with _job(catalog, settings, collection, "ingest", len(paths), params, on_job) as run:
         run.progress, run.encoder_factory = progress, encoder_factory
         run.run(paths)
     return run.result
@@ -133,6 +137,7 @@ def _job(
     kind: str,
     n_total: int,
     params: dict[str, Any],
+    on_job: Callable[[JobRecord], None] | None = None,
 ) -> Iterator["_Run"]:
     """Lock the collection, recover a crashed run, and record the work as a job."""
     record = catalog.get_collection(collection)
@@ -141,6 +146,8 @@ def _job(
         if reset:
             log.info("resuming %d videos interrupted by an earlier ingest", reset)
         result = IngestResult(catalog.create_job(kind, record.id, n_total, params))
+        if on_job is not None:
+            on_job(result.job)
         try:
             run = _Run(catalog, settings, record, result)
             yield run
