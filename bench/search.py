@@ -63,6 +63,7 @@ def _videos(n: int, seed: int) -> list[FeatureVideo]:
 
 
 def _build(root: Path, n_videos: int, localizer: str, candidates: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
     checkpoint = root / "mesm.pt"
     if not checkpoint.exists():
         torch.manual_seed(0)
@@ -127,10 +128,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_dir or Path(tmp)
-        root.mkdir(parents=True, exist_ok=True)
         rows = []
         for n in sorted(args.videos):
-            config = _build(root, n, args.localizer, args.candidates)
+            config = _build(root / f"n{n}", n, args.localizer, args.candidates)
             rows.append(_measure(config, args.queries))
     if args.json:
         print(
