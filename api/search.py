@@ -343,7 +343,7 @@ class SearchService:
         if not 1 <= top_k <= self.settings.search.max_top_k:
             raise InputError(f"top_k must be between 1 and {self.settings.search.max_top_k}")
         video = self.catalog.get_video(video_id)
-        collection = next(c for c in self.catalog.list_collections() if c.id == video.collection_id)
+        collection = self.catalog.collection_of_video(video_id)
         store = self._store(collection)
         if store is None or video.status != "ready":
             raise InputError(f"video {video_id} is not indexed (status {video.status})")

@@ -263,6 +263,14 @@ class Catalog:
             )
             return _record(CollectionRecord, row, n_videos=count or 0)
 
+    def collection_of_video(self, video_id: int) -> CollectionRecord:
+        """The collection a video belongs to (`n_videos` left at 0: not counted)."""
+        with self.session() as session:
+            row = session.get(Collection, self._video_row(session, video_id).collection_id)
+            if row is None:  # the foreign key makes this unreachable short of corruption
+                raise NotFoundError(f"video {video_id} has no collection")
+            return _record(CollectionRecord, row, n_videos=0)
+
     def list_collections(self) -> list[CollectionRecord]:
         with self.session() as session:
             rows = session.execute(
