@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from api.cli.index_command import RichIngestProgress
-from api.cli.output import print_table, stderr, stdout
+from api.cli.output import CountBar, print_table, stdout
 from api.cli.search_command import mmss
 from api.cli.state import state_of
 from api.corpus_eval import CorpusEvalOptions, evaluate_collection
@@ -67,21 +66,14 @@ def demo(
     stdout.print(
         f"encoder {settings.encoder.name}, localizer {settings.localizer.name}; data in {data_dir}"
     )
-    with Progress(
-        TextColumn("generating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-    ) as bars:
-        task = bars.add_task("videos", total=videos)
+    with CountBar("generating") as bar:
         corpus = generate_corpus(
             data_dir / "corpus",
             videos,
             seed,
             max_seconds=120.0,
             workers=2,
-            progress=lambda done, total: bars.update(task, completed=done, total=total),
+            progress=bar.update,
         )
     stdout.print(f"[1/4] generated {videos} videos and {len(corpus.queries)} queries")
 
@@ -118,21 +110,14 @@ def demo(
         rows,
     )
 
-    with Progress(
-        TextColumn("evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-    ) as bars:
-        task = bars.add_task("queries", total=len(gt))
+    with CountBar("evaluating") as bar:
         metrics = evaluate_collection(
             settings,
             catalog,
             gt,
             CorpusEvalOptions(collection=COLLECTION),
             make_service=lambda s, c: service,
-            progress=lambda done, total: bars.update(task, completed=done, total=total),
+            progress=bar.update,
         )
     print_table(
         f"[4/4] corpus metrics over {metrics.n_queries} queries (recall, %)",

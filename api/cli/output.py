@@ -2,9 +2,18 @@
 
 import json
 from collections.abc import Callable, Sequence
+from types import TracebackType
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 stdout = Console(soft_wrap=True)
@@ -44,3 +53,45 @@ def emit(as_json: bool, data: Any, render: Callable[[], None]) -> None:
 def print_error(message: str) -> None:
     """One line on stderr, the CLI's whole answer to a user error."""
     stderr.print(f"[bold red]error:[/] {message}", highlight=False)
+
+
+class CountBar:
+    """A "done of total" progress bar on stderr, fed by `update(done, total)` callbacks.
+
+    It appears on the first update, so an error found before the work starts prints
+    alone; `enabled=False` (e.g. with --json) shows nothing.
+    """
+
+    def __init__(self, label: str, enabled: bool = True) -> None:
+        self._label = label
+        self._enabled = enabled
+        self._bars: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> "CountBar":
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+
+    def update(self, done: int, total: int) -> None:
+        if not self._enabled:
+            return
+        if self._bars is None:
+            self._bars = Progress(
+                TextColumn(self._label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=stderr,
+            )
+            self._task = self._bars.add_task(self._label, total=total)
+            self._bars.start()
+        if self._task is not None:
+            self._bars.update(self._task, completed=done, total=total)

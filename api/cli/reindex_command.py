@@ -3,9 +3,8 @@
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from api.cli.output import emit, stderr, stdout
+from api.cli.output import CountBar, emit, stdout
 from api.cli.state import state_of
 from index.reindex import reindex
 
@@ -19,21 +18,8 @@ def reindex_collection(
 ) -> None:
     """Rebuild the indexes: after settings changes, or to recover a damaged index."""
     state = state_of(ctx)
-    with Progress(
-        TextColumn("videos"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        disable=as_json,
-    ) as bars:
-        task = bars.add_task("videos", total=None)
-        counts = reindex(
-            state.catalog,
-            state.settings,
-            collection,
-            on_video=lambda done, total: bars.update(task, completed=done, total=total),
-        )
+    with CountBar("videos", enabled=not as_json) as bar:
+        counts = reindex(state.catalog, state.settings, collection, on_video=bar.update)
     emit(
         as_json,
         {"collection": collection, "vectors": counts},

@@ -8,20 +8,11 @@ Writes DIR/videos/<vid>.mp4, DIR/annotations.jsonl and DIR/world.json (engine.sy
 
 import re
 from pathlib import Path
-from types import TracebackType
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
-from api.cli.output import emit, stderr, stdout
+from api.cli.output import CountBar, emit, stdout
 from engine.errors import InputError
 from engine.synth import CorpusManifest, generate_corpus
 
@@ -34,44 +25,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if match is None:
         raise InputError(f"--size must look like 128x96, got {text!r}")
     return int(match.group(1)), int(match.group(2))
-
-
-class _LazyBar:
-    """A progress bar on stderr that shows up only once rendering starts, so an error
-    found before (bad arguments, an occupied directory) prints alone."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._enabled = enabled
-        self._bars: Progress | None = None
-        self._task: TaskID | None = None
-
-    def __enter__(self) -> "_LazyBar":
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._bars is not None:
-            self._bars.stop()
-
-    def update(self, done: int, total: int) -> None:
-        if not self._enabled:
-            return
-        if self._bars is None:
-            self._bars = Progress(
-                TextColumn("videos"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=stderr,
-            )
-            self._task = self._bars.add_task("videos", total=total)
-            self._bars.start()
-        if self._task is not None:
-            self._bars.update(self._task, completed=done)
 
 
 def _summary(manifest: CorpusManifest) -> None:
@@ -113,7 +66,7 @@ def synth(
 ) -> None:
     """Generate a synthetic video corpus with exact moment annotations."""
     width, height = parse_size(size)
-    with _LazyBar(enabled=not as_json) as bar:
+    with CountBar("videos", enabled=not as_json) as bar:
         manifest = generate_corpus(
             out,
             videos,
