@@ -4,8 +4,10 @@
 2. indexes it (`vtr index`),
 3. runs a handful of its queries and prints the top moments beside the ground truth,
 4. evaluates every query through the two-stage search (`vtr eval corpus`).
-It uses the encoder and localizer named below (vtr's own small models trained on the
-generated world, shipped with the package) and leaves everything in `--data-dir`.
+It uses vtr's own small encoder trained on the generated world (`vtr-synth-s`) and the
+MESM checkpoint shipped for it when the package has them; otherwise it says so and runs
+the same steps with the random-weight test encoder and the similarity localizer, whose
+scores then mean nothing. Everything is left in `--data-dir`.
 """
 
 import shutil
@@ -15,19 +17,21 @@ from typing import Annotated
 import typer
 
 from api.cli.index_command import RichIngestProgress
-from api.cli.output import CountBar, print_table, stdout
+from api.cli.output import CountBar, print_table, stderr, stdout
 from api.cli.search_command import mmss
 from api.cli.state import state_of
 from api.corpus_eval import CorpusEvalOptions, evaluate_collection
 from api.search import MomentResult, SearchRequest, SearchService
 from engine.config import Settings
+from engine.encoder_registry import list_encoders
 from engine.synth import generate_corpus
 from index.catalog import Catalog
 from index.ingest import ingest
 from localize.annotations import load_qvhighlights
 from localize.registry import shipped_mesm_checkpoint
 
-DEMO_ENCODER = "vtr-synth-s"
+TRAINED_ENCODER = "vtr-synth-s"
+UNTRAINED_ENCODER = "tiny-random"
 COLLECTION = "demo"
 SHOWN_QUERIES = 5
 
@@ -57,9 +61,19 @@ def demo(
     ] = Path("demo-data"),
     videos: Annotated[int, typer.Option(min=2, help="Videos to generate.")] = 50,
     seed: Annotated[int, typer.Option(help="Corpus seed.")] = 2026,
-    encoder: Annotated[str, typer.Option(help="Encoder to index and search with.")] = DEMO_ENCODER,
+    encoder: Annotated[
+        str | None, typer.Option(help=f"Encoder (default: {TRAINED_ENCODER} when shipped).")
+    ] = None,
 ) -> None:
     """Generate a corpus, index it, search it and score the results."""
+    if encoder is None:
+        shipped = {s.name for s in list_encoders() if Path(s.weights).is_file()}
+        encoder = TRAINED_ENCODER if TRAINED_ENCODER in shipped else UNTRAINED_ENCODER
+        if encoder == UNTRAINED_ENCODER:
+            stderr.print(
+                f"note: this build ships no trained {TRAINED_ENCODER} encoder; running with "
+                f"the random-weight {UNTRAINED_ENCODER} encoder, so the scores mean nothing"
+            )
     settings = _demo_settings(state_of(ctx).settings, data_dir, encoder)
     if data_dir.exists():
         shutil.rmtree(data_dir)
