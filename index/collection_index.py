@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from engine.config import IndexSettings, LevelSettings
 from engine.errors import ConflictError
 from engine.feature_store import FeatureStore
-from index.catalog import Catalog, CollectionRecord
+from index.catalog import Catalog, CollectionRecord, VideoRecord
 from index.catalog_schema import Segment, Video, VideoStatus
 from index.index_factory import spec_from_settings
 from index.levels import LEVELS, LevelParams, LevelVectors, level_strategy
@@ -38,6 +38,23 @@ def indexes_dir(data_dir: Path, collection_id: int) -> Path:
 def features_dir(data_dir: Path, collection_id: int) -> Path:
     """Where a collection's clip features live."""
     return data_dir / "features" / str(collection_id)
+
+
+def ready_video_features(
+    catalog: Catalog, data_dir: Path, collection: CollectionRecord
+) -> Iterator[tuple[VideoRecord, np.ndarray]]:
+    """Each ready video of `collection` (id order) with its clip features, float32."""
+    root = features_dir(data_dir, collection.id)
+    dim = FeatureStore.stored_dim(root)
+    if dim is None:
+        return
+    store = FeatureStore.open(root, dim)
+    offset = 0
+    while videos := catalog.list_videos(collection.name, VideoStatus.READY, 500, offset):
+        offset += len(videos)
+        for video in videos:
+            address = catalog.feature_address(video.id)
+            yield video, np.asarray(store.read(address), dtype=np.float32)
 
 
 @contextmanager

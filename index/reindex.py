@@ -13,12 +13,10 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-from sqlalchemy import select
 
 from engine.config import Settings
 from engine.feature_store import FeatureStore
 from index.catalog import Catalog, CollectionRecord
-from index.catalog_schema import Video, VideoStatus
 from index.collection_index import (
     CollectionIndexes,
     LevelComputer,
@@ -27,6 +25,7 @@ from index.collection_index import (
     indexes_dir,
     level_params,
     mark_indexed,
+    ready_video_features,
     segment_rows,
 )
 from index.index_factory import spec_from_settings
@@ -78,36 +77,25 @@ def rebuild_levels(
 ) -> dict[str, int]:
     """`reindex` for a caller that already holds the collection's lock."""
     data_dir = settings.storage.data_dir
-    root = features_dir(data_dir, record.id)
-    dim = FeatureStore.stored_dim(root)
+    dim = FeatureStore.stored_dim(features_dir(data_dir, record.id))
     if dim is None:
         return {}
-    store = FeatureStore.open(root, dim)
     compute = LevelComputer(
         settings.levels.strategy, level_params(settings.levels, settings.ingest.clip_seconds)
     )
-    with catalog.session() as session:
-        video_ids = list(
-            session.scalars(
-                select(Video.id)
-                .where(Video.collection_id == record.id, Video.status == VideoStatus.READY)
-                .order_by(Video.id)
-            )
-        )
+    n_videos = catalog.get_collection(record.name).n_videos
     ids: dict[str, list[np.ndarray]] = {level: [] for level in LEVELS}
     vectors: dict[str, list[np.ndarray]] = {level: [] for level in LEVELS}
-    for done, video_id in enumerate(video_ids, 1):
-        video = catalog.get_video(video_id)
-        clips = np.asarray(store.read(catalog.feature_address(video_id)), dtype=np.float32)
+    for done, (video, clips) in enumerate(ready_video_features(catalog, data_dir, record), 1):
         levels = compute(clips, video.duration_s or 0.0)
-        segment_ids = catalog.replace_segments(video_id, segment_rows(levels))
+        segment_ids = catalog.replace_segments(video.id, segment_rows(levels))
         start = 0
         for lv in levels:
             ids[lv.level].append(np.asarray(segment_ids[start : start + len(lv.vectors)]))
             vectors[lv.level].append(lv.vectors)
             start += len(lv.vectors)
         if on_video is not None:
-            on_video(done, len(video_ids))
+            on_video(done, n_videos)
     indexes = CollectionIndexes(
         indexes_dir(data_dir, record.id), record.encoder_spec, dim, settings.index
     )

@@ -13,9 +13,7 @@ import typer
 from api.cli.output import emit, stdout
 from api.cli.state import state_of
 from engine.errors import ConflictError, InputError
-from engine.feature_store import FeatureStore
-from index.catalog_schema import VideoStatus
-from index.collection_index import features_dir
+from index.collection_index import ready_video_features
 
 export_app = typer.Typer(help="Export indexed data in standard layouts.", no_args_is_help=True)
 
@@ -29,25 +27,20 @@ def export_features(
 ) -> None:
     """Write every ready video's clip features as {file stem}.npz (key `features`)."""
     state = state_of(ctx)
-    catalog = state.catalog
-    record = catalog.get_collection(collection)
-    root = features_dir(state.settings.storage.data_dir, record.id)
-    dim = FeatureStore.stored_dim(root)
-    if dim is None:
-        raise InputError(f"collection {collection!r} has no indexed videos")
-    store = FeatureStore.open(root, dim)
+    record = state.catalog.get_collection(collection)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, int] = {}
-    offset = 0
-    while videos := catalog.list_videos(collection, VideoStatus.READY, 500, offset):
-        offset += len(videos)
-        for video in videos:
-            stem = Path(video.uri).stem
-            if stem in written:
-                raise ConflictError(f"two videos share the file name {stem!r}; cannot export")
-            clips = np.asarray(store.read(catalog.feature_address(video.id)), dtype=np.float32)
-            np.savez(out / f"{stem}.npz", features=clips)
-            written[stem] = len(clips)
+    dim = 0
+    for video, clips in ready_video_features(
+        state.catalog, state.settings.storage.data_dir, record
+    ):
+        stem = Path(video.uri).stem
+        if stem in written:
+            raise ConflictError(f"two videos share the file name {stem!r}; cannot export")
+        np.savez(out / f"{stem}.npz", features=clips)
+        written[stem], dim = len(clips), clips.shape[1]
+    if not written:
+        raise InputError(f"collection {collection!r} has no indexed videos")
     emit(
         as_json,
         {"collection": collection, "out": str(out), "videos": len(written), "dim": dim},
