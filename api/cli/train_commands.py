@@ -16,16 +16,19 @@ Text features: CLIP token features per query, a directory of `qid{qid}.npz` (key
 """
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from api.cli.output import emit, print_table, stderr, stdout
+from api.cli.state import state_of
 from engine.errors import InputError
 from localize.mesm.config import PRESETS
 
 if TYPE_CHECKING:
+    from localize.features import InMemoryFeatureSource
     from localize.mesm.data import EncoderTextSource, QidTextSource, TextFeatureSource
 
 log = logging.getLogger(__name__)
@@ -67,14 +70,33 @@ def _encoded_text_source(
     return EncoderTextSource(table.__getitem__)
 
 
+def _collection_source(ctx: typer.Context, collection: str) -> "InMemoryFeatureSource":
+    """Every ready video's stored clip features, keyed by its file stem."""
+    from index.collection_index import ready_video_features
+    from localize.features import InMemoryFeatureSource
+
+    state = state_of(ctx)
+    record = state.catalog.get_collection(collection)
+    rows = ready_video_features(state.catalog, state.settings.storage.data_dir, record)
+    table = {Path(video.uri).stem: clips for video, clips in rows}
+    if not table:
+        raise InputError(f"collection {collection!r} has no indexed videos")
+    return InMemoryFeatureSource(table)
+
+
 @train_app.command("localizer")
 def train_localizer_command(
+    ctx: typer.Context,
     train: Annotated[Path, typer.Option(help="Training annotations (.jsonl or Charades .txt).")],
-    features: Annotated[
-        list[Path],
-        typer.Option(help="Video features: npz directory or HDF5 file; repeat to concatenate."),
-    ],
     out: Annotated[Path, typer.Option(help="Checkpoint to write (the best epoch's weights).")],
+    features: Annotated[
+        list[Path] | None,
+        typer.Option(help="Video features: npz directory or HDF5 file; repeat to concatenate."),
+    ] = None,
+    collection: Annotated[
+        str | None,
+        typer.Option(help="Or the clip features of this vtr collection (vid = video file stem)."),
+    ] = None,
     text_features: Annotated[
         Path | None,
         typer.Option(help="Token features per query: qid{qid}.npz directory or HDF5."),
@@ -120,7 +142,7 @@ def train_localizer_command(
     )
 
     from localize.features import open_feature_source
-    from localize.mesm.config import preset
+    from localize.mesm.config import TEF_DIMS, preset
     from localize.mesm.data import (
         MesmDataset,
         WordVocab,
@@ -154,7 +176,11 @@ def train_localizer_command(
 
     overrides: dict[str, Any] = {"videos_per_batch": batch_videos} if batch_videos else {}
     dcfg = data_config(model_config, **overrides)
-    video_source = open_feature_source(features)
+    if (collection is None) == (not features):
+        raise InputError("give exactly one of --features and --collection")
+    video_source = (
+        _collection_source(ctx, collection) if collection else open_feature_source(features or [])
+    )
     text_source: TextFeatureSource
     if text_features is not None and text_encoder is None:
         text_source = _text_source(text_features)
@@ -178,6 +204,15 @@ def train_localizer_command(
         if val_queries is not None
         else None
     )
+    if not model_config.v_feat_splits:  # a CLIP-only preset takes the given features' widths
+        first = train_queries[0]
+        video_dim = video_source.get(first.vid).shape[1]
+        model_config = replace(
+            model_config,
+            v_feat_dim=video_dim + TEF_DIMS,
+            t_feat_dim=text_source.get(first).shape[1],
+            name=f"{model_config.name.split('-clip')[0]}-clip{video_dim}",
+        )
     criterion = criterion_preset(dataset_style(model_config))
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed, device=chosen_device)
 
