@@ -124,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print_error("interrupted")
         return 130
+    except typer.TyperException as e:  # a usage error: a missing or malformed argument
+        show = getattr(e, "show", None)
+        if callable(show):
+            show()  # click's usage line and message, on stderr
+        else:
+            print_error(str(e))
+        code = getattr(e, "exit_code", 2)
+        return code if isinstance(code, int) else 2
     return 0
 
 

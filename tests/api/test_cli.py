@@ -97,3 +97,10 @@ def test_console_script_exit_status(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: no catalog at")
+
+
+def test_usage_error_is_short_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "collections", "create")
+    assert code == 2
+    assert "Missing" in err
+    assert "Traceback" not in err + out
