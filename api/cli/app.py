@@ -13,6 +13,7 @@ import typer
 
 from api.cli.catalog_commands import collections_app, videos_app
 from api.cli.demo_command import demo
+from api.cli.encoders_command import encoders
 from api.cli.eval_commands import eval_app
 from api.cli.export_command import export_app
 from api.cli.index_command import index_videos
@@ -45,6 +46,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(train_app, name="train")
 app.add_typer(export_app, name="export")
 app.command()(demo)
+app.command("encoders")(encoders)
 app.command("index")(index_videos)
 app.command("search")(search)
 app.command("serve")(serve)

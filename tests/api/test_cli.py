@@ -104,3 +104,11 @@ def test_usage_error_is_short_not_a_traceback(capsys: pytest.CaptureFixture[str]
     assert code == 2
     assert "Missing" in err
     assert "Traceback" not in err + out
+
+
+def test_encoders_lists_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "encoders", "--json")
+    assert code == 0
+    names = [row["name"] for row in json.loads(out)]
+    assert "clip-vit-b32" in names
+    assert "tiny-random" in names
