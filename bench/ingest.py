@@ -90,6 +90,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--size", default="640x360", help="coded frame size WxH")
     parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument(
+        "--gop", type=int, default=None, help="keyframe interval in frames (default: x264's, 250)"
+    )
     parser.add_argument("--clip-seconds", type=float, default=2.0)
     parser.add_argument("--frames-per-clip", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -109,7 +112,12 @@ def main() -> None:
                 return np.roll(base, int(t * 40), axis=1)  # moving texture: real motion
 
             path = make_video(
-                Path(tmp) / f"v{i}.mp4", args.seconds, args.fps, (width, height), pattern=pattern
+                Path(tmp) / f"v{i}.mp4",
+                args.seconds,
+                args.fps,
+                (width, height),
+                pattern=pattern,
+                gop=args.gop,
             )
             tasks.append(VideoTask(i, path))
         decode_rate = _run_pipeline(tasks, NoEncode(encoder), args)
@@ -124,6 +132,7 @@ def main() -> None:
         "seconds_per_video": args.seconds,
         "frame_size": args.size,
         "fps": args.fps,
+        "gop_frames": args.gop,
         "workers": args.workers,
         "decode_clips_per_s": round(decode_rate, 1),
         "encode_clips_per_s": round(encode_rate, 1),
@@ -137,7 +146,8 @@ def main() -> None:
     print(
         f"encoder {args.encoder} on {encoder.device}; {args.videos} videos x {args.seconds:.0f} s"
     )
-    print(f"{args.size} at {args.fps:g} fps; {args.workers} decoder threads\n")
+    gop = f"keyframe every {args.gop} frames" if args.gop else "x264's default keyframe interval"
+    print(f"{args.size} at {args.fps:g} fps, {gop}; {args.workers} decoder threads\n")
     print(f"{'stage':<10}{'clips/s':>10}")
     for stage in ("decode", "encode", "pipeline"):
         print(f"{stage:<10}{figures[f'{stage}_clips_per_s']:>10}")
