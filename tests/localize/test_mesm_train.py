@@ -329,6 +329,7 @@ def test_cli_text_encoder_option(tmp_path: Path) -> None:
 
     from api.cli.train_commands import train_app
     from localize.annotations import write_qvhighlights
+    from localize.mesm.checkpoint import load_checkpoint
 
     train_q, feats = synthetic(2, 1, seed=13)
     clip_dir = tmp_path / "clip_features"
@@ -339,10 +340,16 @@ def test_cli_text_encoder_option(tmp_path: Path) -> None:
     base = ["localizer", "--train", str(tmp_path / "train.jsonl"), "--features", str(clip_dir)]
     base += ["--out", str(tmp_path / "m.ckpt"), "--config-preset", "qvhighlights-clip"]
     base += ["--device", "cpu", "--epochs", "1"]
-    # the random tiny encoder's tokens are 64-d: encoded, then refused by the 512-d preset
+    # a CLIP-only preset takes the widths it is given: 512-d clips, the tiny encoder's 64-d tokens
     result = CliRunner().invoke(train_app, [*base, "--text-encoder", "tiny-random"])
+    assert result.exception is None, result.output
+    model, _ = load_checkpoint(tmp_path / "m.ckpt")
+    assert (model.config.v_feat_dim, model.config.t_feat_dim) == (512 + 2, 64)
+    # the C+SF preset's widths are fixed: 512-d clip features are refused
+    fixed = [a if a != "qvhighlights-clip" else "qvhighlights" for a in base]
+    result = CliRunner().invoke(train_app, [*fixed, "--text-encoder", "tiny-random"])
     assert isinstance(result.exception, InputError)
-    assert "t_feat_dim=512" in str(result.exception)
+    assert "v_feat_dim=2818" in str(result.exception)
     result = CliRunner().invoke(train_app, base)
     assert isinstance(result.exception, InputError)
     assert "exactly one" in str(result.exception)
