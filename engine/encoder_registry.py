@@ -19,6 +19,7 @@ spec strings name an encoder directly:
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import ModelError
@@ -62,7 +63,22 @@ _INLINE_CONFIGS: dict[str, dict[str, Any]] = {
             "layers": 2,
         },
     },
+    # `vtr-synth-s`: vtr's own small CLIP, trained on the `vtr synth` world by
+    # `vtr train encoder` (engine/train_encoder; engine/models/README.md).
+    "vtr-synth-s": {
+        "embed_dim": 128,
+        "quick_gelu": False,
+        "vision_cfg": {"image_size": 64, "width": 16, "layers": [1, 1, 1, 1]},  # ResNet
+        "text_cfg": {
+            "context_length": 32,
+            "vocab_size": 49408,
+            "width": 128,
+            "heads": 4,
+            "layers": 4,
+        },
+    },
 }
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "models"  # checkpoints in the package
 
 _ENCODERS: dict[str, EncoderSpec] = {}
 _BUILTIN: tuple[EncoderSpec, ...] = (
@@ -106,6 +122,14 @@ _BUILTIN: tuple[EncoderSpec, ...] = (
         "vtr-tiny",
         RANDOM_WEIGHTS,
         description="64-d random-init CLIP for tests (32 px images, 2+2 layers)",
+    ),
+    EncoderSpec(
+        "vtr-synth-s",
+        "open_clip",
+        "vtr-synth-s",
+        str(SHIPPED_MODELS_DIR / "vtr-synth-s.pt"),
+        max_text_tokens=32,
+        description="128-d CLIP trained on the vtr synth world (64 px ResNet, 4-layer text)",
     ),
 )
 

@@ -112,6 +112,9 @@ def register_level_strategy(name: str, strategy: LevelStrategy) -> None:
 
 
 def level_strategy(name: str) -> LevelStrategy:
+    """The strategy registered as `name` (`trained` loads the shipped level heads)."""
+    if name not in _STRATEGIES:
+        import index.level_heads  # noqa: F401  (registers `trained`; imports this module)
     try:
         return _STRATEGIES[name]
     except KeyError as e:

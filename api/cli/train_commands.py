@@ -248,3 +248,121 @@ def train_localizer_command(
         stdout.print(f"saved epoch {result.best_epoch}{best} to {result.checkpoint}")
 
     emit(as_json, summary, render)
+
+
+# --- vtr train encoder ------------------------------------------------------------------
+
+
+@train_app.command("encoder")
+def train_encoder_command(
+    ctx: typer.Context,
+    data: Annotated[
+        list[Path],
+        typer.Option(help="A `vtr synth` corpus (world.json + videos/); repeat for several."),
+    ],
+    out: Annotated[Path, typer.Option(help="Checkpoint to write (encoder + level heads).")],
+    epochs: Annotated[
+        int, typer.Option(min=1, help="End-to-end passes over every event of the corpus.")
+    ] = 8,
+    head_epochs: Annotated[
+        int, typer.Option(min=0, help="Level-head passes over every video (image tower frozen).")
+    ] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(help="A held-out `vtr synth` corpus: retrieval metrics go in the checkpoint."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train vtr's small CLIP-style encoder and its level heads on a generated corpus."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from api.cli.state import state_of
+    from engine.train_encoder.data import TrainingCorpus
+    from engine.train_encoder.evaluate import evaluate_corpus
+    from engine.train_encoder.model import EncoderConfig, load_trained_encoder, record_metrics
+    from engine.train_encoder.train import (
+        TrainConfig,
+        image_transform,
+        train_encoder,
+    )
+    from index.level_heads import as_level_fn, span_layout, trained_levels_from
+    from index.levels import LevelParams, pooling_levels
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, not {device!r}")
+    levels = state_of(ctx).settings.levels
+    params = LevelParams(
+        clip_seconds=2.0,  # the synth world's clip unit
+        action_window_clips=levels.action_window_clips,
+        action_stride_clips=levels.action_stride_clips,
+        entity_threshold=levels.entity_threshold,
+    )
+    config = TrainConfig(epochs=epochs, head_epochs=head_epochs, seed=seed, device=device)
+    tasks: dict[str, TaskID] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    ) as progress:
+
+        def advance(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        corpus = TrainingCorpus.load(
+            data,
+            image_transform(EncoderConfig()),
+            progress=lambda done, total: advance("decode", done, total),
+        )
+        result = train_encoder(
+            corpus,
+            out,
+            config,
+            span_layout(params),
+            progress=advance,
+            extra={"data": [d.name for d in data]},
+        )
+    summary = result.to_dict()
+    if eval_data is not None:
+        encoder = load_trained_encoder(out, device)
+        strategies = {
+            "pooling": as_level_fn(pooling_levels, params),
+            "trained": as_level_fn(trained_levels_from(out), params),
+        }
+        summary["eval"] = evaluate_corpus(encoder, eval_data, strategies)
+        record_metrics(out, "eval", summary["eval"])
+
+    def render() -> None:
+        rows = [
+            (h["stage"], h["epoch"], f"{h['loss']:.4f}", f"{h['seconds']:.1f}")
+            for h in result.history
+        ]
+        print_table("epochs", ["stage", "epoch", "loss", "seconds"], rows)
+        if "eval" in summary:
+            eval_rows = [
+                (strategy, phrasing, m["t2v_r1"], m["t2v_r5"], m["t2v_r10"], m["moment_r1_iou50"])
+                for strategy, by_phrasing in summary["eval"].items()
+                if isinstance(by_phrasing, dict)
+                for phrasing, m in by_phrasing.items()
+            ]
+            print_table(
+                f"held-out corpus {eval_data}",
+                ["levels", "phrasing", "R@1", "R@5", "R@10", "moment R@1 IoU.5"],
+                eval_rows,
+            )
+        stdout.print(f"saved {result.checkpoint} after {result.seconds['total']:.0f} s")
+
+    emit(as_json, summary, render)

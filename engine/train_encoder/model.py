@@ -1,0 +1,426 @@
+"""The vtr-synth encoder: a small open_clip CLIP, its level heads, and checkpoint I/O.
+
+The image tower is open_clip's ModifiedResNet (CLIP's RN: conv stem, bottleneck stages,
+attention pooling) at 64 px, or a ViT; the text tower open_clip's causal transformer read
+by the standard CLIP BPE tokenizer. Training uses a reduced token
+table: one row per BPE id the training sentences can contain plus one shared UNK row
+(`TokenVocab`); the exported checkpoint expands it to CLIP's 49408 rows (every unseen id
+gets the UNK row), so `engine.encoders.create_encoder` loads it as a plain open_clip
+model with the plain tokenizer, and the text tower still gives per-token `ln_final`
+features for the localizer.
+
+Level heads map a video's clip embeddings (T, D) (L2-normalised, as the feature store
+holds them) to the joint space, one head per level (architecture: vtr's levels,
+global / action / entity, in the spirit of multi-level alignment for video-text retrieval):
+- global: attention pooling over every clip, plus a zero-initialised residual MLP;
+- action: a temporal convolution over a window's clips (order-aware: it can tell a move
+  left from a move right), max/mean pooled, added to an attention-pooled window vector;
+- entity: attention pooling over a visual state's clips plus a residual MLP.
+Every residual branch starts at zero and every attention at uniform weights, so an
+untrained head equals mean pooling (the `pooling` level strategy).
+
+A checkpoint is one self-describing torch file (format `CHECKPOINT_FORMAT`): the open_clip
+state dict (float16, full vocabulary), the open_clip model config, the head config and
+weights, tokenizer and image facts, training arguments and metrics. Written atomically.
+
+    heads = heads_from_checkpoint(read_checkpoint(path))
+    encoder = load_trained_encoder(path, "cpu")
+"""
+
+import hashlib
+import json
+import math
+import os
+import pickle
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from engine.encoder_registry import (
+    EncoderSpec,
+    inline_model_config,
+    register_model_config,
+)
+from engine.encoders import Encoder, create_encoder
+from engine.errors import ModelError
+
+CHECKPOINT_FORMAT = "vtr-synth-encoder/1"
+CLIP_VOCAB_SIZE = 49408
+SOT_ID, EOT_ID = 49406, 49407  # CLIP BPE start / end of text
+PAD_ID = 0  # CLIP pads with id 0
+LEVEL_NAMES = ("global", "action", "entity")
+# Concept classifiers read unit vectors times this: a linear head on unit vectors needs
+# large weights for confident logits, which Adam only reaches after many steps.
+CONCEPT_SCALE = 10.0
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Sizes of the CLIP model (the open_clip config is derived from these)."""
+
+    image_size: int = 64
+    vision: str = "resnet"  # "resnet": open_clip's ModifiedResNet; "vit": VisionTransformer
+    vision_width: int = 16  # resnet: stem width (stage widths x4, x8, x16, x32); vit: width
+    vision_layers: int = 1  # resnet: blocks per stage (4 stages); vit: transformer layers
+    patch_size: int = 8  # vit only
+    text_width: int = 128
+    text_layers: int = 4
+    head_width: int = 32  # attention head width (text; vit)
+    context_length: int = 32  # text tokens: SOT + 30 BPE + EOT, MESM's text length
+    embed_dim: int = 128  # joint space
+
+    def __post_init__(self) -> None:
+        if self.vision not in ("resnet", "vit"):
+            raise ModelError(f"vision must be 'resnet' or 'vit', not {self.vision!r}")
+
+    def open_clip_config(self, vocab_size: int = CLIP_VOCAB_SIZE) -> dict[str, Any]:
+        """The open_clip `CLIP(**config)` arguments (schema of open_clip's model configs)."""
+        vision: dict[str, Any] = {"image_size": self.image_size, "width": self.vision_width}
+        if self.vision == "resnet":
+            vision["layers"] = [self.vision_layers] * 4
+        else:
+            vision.update(
+                layers=self.vision_layers, head_width=self.head_width, patch_size=self.patch_size
+            )
+        return {
+            "embed_dim": self.embed_dim,
+            "quick_gelu": False,
+            "vision_cfg": vision,
+            "text_cfg": {
+                "context_length": self.context_length,
+                "vocab_size": vocab_size,
+                "width": self.text_width,
+                "heads": max(1, self.text_width // self.head_width),
+                "layers": self.text_layers,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EncoderConfig":
+        known = {f.name for f in fields(cls)} - {"vision"}
+        sizes = {k: int(v) for k, v in data.items() if k in known}
+        return cls(vision=str(data.get("vision", "resnet")), **sizes)
+
+
+class TokenVocab:
+    """The CLIP BPE ids the model has rows for; all other ids share one UNK row.
+
+    Rows: 0 = id 0 (padding), 1 = UNK, then the known ids in increasing order, then SOT
+    and EOT last, so the EOT row has the largest index and open_clip's argmax pooling
+    finds the end of text in reduced ids exactly as in CLIP ids.
+    """
+
+    UNK_ROW = 1
+
+    def __init__(self, token_ids: Iterable[int]) -> None:
+        ids = sorted({int(t) for t in token_ids} - {PAD_ID, SOT_ID, EOT_ID})
+        if any(not 0 < t < CLIP_VOCAB_SIZE for t in ids):
+            raise ModelError("token ids must lie in the CLIP vocabulary")
+        self.token_ids: tuple[int, ...] = tuple(ids)
+        table = torch.full((CLIP_VOCAB_SIZE,), self.UNK_ROW, dtype=torch.long)
+        table[PAD_ID] = 0
+        for row, token in enumerate(self.token_ids, start=2):
+            table[token] = row
+        table[SOT_ID] = len(self.token_ids) + 2
+        table[EOT_ID] = len(self.token_ids) + 3
+        self.table = table  # (49408,) CLIP id -> row
+
+    @property
+    def size(self) -> int:
+        return len(self.token_ids) + 4
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """CLIP ids (any shape) -> rows of the reduced table."""
+        return self.table.to(ids.device)[ids]
+
+
+def _zero_linear(n_in: int, n_out: int) -> nn.Linear:
+    """A linear layer that starts at zero (a residual branch that starts switched off)."""
+    layer = nn.Linear(n_in, n_out)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def _residual_mlp(dim: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), _zero_linear(hidden, dim))
+
+
+class AttentionPool(nn.Module):
+    """Softmax-weighted mean over a masked sequence; uniform weights at initialisation."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), _zero_linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # x (N, L, D), mask (N, L) bool with at least one True per row
+        scores = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf"))  # (N, L)
+        weights = torch.softmax(scores, dim=-1)  # (N, L)
+        return (weights.unsqueeze(-1) * x).sum(dim=1)  # (N, D)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    dim: int = 128  # the encoder's embed_dim (clip feature size)
+    hidden: int = 128
+
+
+class LevelHeads(nn.Module):
+    """Clip embeddings -> global / action / entity vectors (L2-normalised, joint space)."""
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim, hidden = config.dim, config.hidden
+        self.global_pool = AttentionPool(dim, hidden)
+        self.global_mlp = _residual_mlp(dim, hidden)
+        self.action_pool = AttentionPool(dim, hidden)
+        self.action_conv = nn.Sequential(
+            nn.Conv1d(dim, hidden, kernel_size=3, padding=1),
+            nn.GELU(),
+            nn.Conv1d(hidden, hidden, kernel_size=3, padding=1),
+            nn.GELU(),
+        )
+        self.action_out = _zero_linear(2 * hidden, dim)
+        self.entity_pool = AttentionPool(dim, hidden)
+        self.entity_mlp = _residual_mlp(dim, hidden)
+
+    def global_vectors(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (N, T, D) clips of N videos, mask (N, T) -> (N, D)."""
+        pooled = self.global_pool(x, mask)  # (N, D)
+        return F.normalize(pooled + self.global_mlp(pooled), dim=-1)
+
+    def action_vectors(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (N, L, D) clips of N windows, mask (N, L) -> (N, D)."""
+        keep = mask.unsqueeze(-1).to(x.dtype)  # (N, L, 1)
+        h = self.action_conv((x * keep).transpose(1, 2)).transpose(1, 2)  # (N, L, H)
+        mean = (h * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)  # (N, H)
+        peak = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)  # (N, H)
+        pooled = self.action_pool(x, mask)  # (N, D)
+        return F.normalize(pooled + self.action_out(torch.cat([mean, peak], dim=-1)), dim=-1)
+
+    def entity_vectors(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (N, L, D) clips of N visual states, mask (N, L) -> (N, D)."""
+        pooled = self.entity_pool(x, mask)  # (N, D)
+        return F.normalize(pooled + self.entity_mlp(pooled), dim=-1)
+
+    def levels(
+        self,
+        clips: torch.Tensor,
+        windows: Sequence[tuple[int, int]],
+        states: Sequence[tuple[int, int]],
+    ) -> dict[str, torch.Tensor]:
+        """One video's clips (T, D) and its window / state clip ranges -> level vectors."""
+        whole = torch.ones(1, len(clips), dtype=torch.bool, device=clips.device)
+        x_w, m_w = gather_ranges(clips, windows)
+        x_s, m_s = gather_ranges(clips, states)
+        return {
+            "global": self.global_vectors(clips.unsqueeze(0), whole),  # (1, D)
+            "action": self.action_vectors(x_w, m_w),  # (windows, D)
+            "entity": self.entity_vectors(x_s, m_s),  # (states, D)
+        }
+
+
+def gather_ranges(
+    clips: torch.Tensor, ranges: Sequence[tuple[int, int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """clips (T, D) and [start, end) ranges -> padded (N, Lmax, D) and mask (N, Lmax)."""
+    if not ranges:
+        raise ModelError("no clip ranges to gather")
+    longest = max(end - start for start, end in ranges)
+    index = torch.zeros(len(ranges), longest, dtype=torch.long)
+    mask = torch.zeros(len(ranges), longest, dtype=torch.bool)
+    for i, (start, end) in enumerate(ranges):
+        if not 0 <= start < end <= len(clips):
+            raise ModelError(f"clip range {start}..{end} outside 0..{len(clips)}")
+        index[i, : end - start] = torch.arange(start, end)
+        mask[i, : end - start] = True
+    index, mask = index.to(clips.device), mask.to(clips.device)
+    return clips[index] * mask.unsqueeze(-1).to(clips.dtype), mask  # (N, Lmax, D), (N, Lmax)
+
+
+class SynthClip(nn.Module):
+    """The training model: CLIP on reduced token rows, level heads, concept classifiers."""
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        vocab: TokenVocab,
+        n_entity_concepts: int,
+        n_action_concepts: int,
+        head_hidden: int = 128,
+    ) -> None:
+        import open_clip
+
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        self.clip = open_clip.model.CLIP(**config.open_clip_config(vocab.size))
+        self.heads = LevelHeads(HeadConfig(config.embed_dim, head_hidden))
+        self.entity_concepts = nn.Linear(config.embed_dim, n_entity_concepts)
+        self.action_concepts = nn.Linear(config.embed_dim, n_action_concepts)
+        nn.init.constant_(self.entity_concepts.bias, -2.0)  # rare labels (focal loss prior)
+        nn.init.constant_(self.action_concepts.bias, -2.0)
+        # temperatures of the level alignments (log of the inverse), CLIP's init 1/0.07
+        self.level_logit_scale = nn.Parameter(torch.full((3,), math.log(1.0 / 0.07)))
+
+    def entity_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) normalised image or sentence embeddings -> (N, entity concepts)."""
+        return self.entity_concepts(CONCEPT_SCALE * x)
+
+    def action_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) normalised window or sentence embeddings -> (N, action concepts)."""
+        return self.action_concepts(CONCEPT_SCALE * x)
+
+    def set_concept_priors(self, entity: torch.Tensor, action: torch.Tensor) -> None:
+        """Start the concept classifiers at the labels' base rates (focal loss prior init),
+        so the towers are not pushed to encode the base rate (collapse) to lower the loss."""
+        with torch.no_grad():
+            for head, rate in ((self.entity_concepts, entity), (self.action_concepts, action)):
+                p = rate.clamp(0.005, 0.995).to(head.bias)
+                head.bias.copy_(torch.log(p / (1.0 - p)))
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) normalised pixels -> (N, D) L2-normalised."""
+        return F.normalize(self.clip.encode_image(pixels), dim=-1)
+
+    def encode_text(self, clip_ids: torch.Tensor) -> torch.Tensor:
+        """(B, context) CLIP token ids -> (B, D) L2-normalised sentence embeddings."""
+        return F.normalize(self.clip.encode_text(self.vocab.rows(clip_ids)), dim=-1)
+
+    def clip_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale.exp().clamp(max=100.0)
+
+    def level_scale(self, level: str) -> torch.Tensor:
+        return self.level_logit_scale[LEVEL_NAMES.index(level)].exp().clamp(max=100.0)
+
+    def export_clip_state(self) -> dict[str, torch.Tensor]:
+        """The open_clip state dict on CLIP's full vocabulary, float16, on the CPU."""
+        state = {k: v.detach().cpu() for k, v in self.clip.state_dict().items()}
+        rows = state["token_embedding.weight"]  # (reduced, W)
+        state["token_embedding.weight"] = rows[self.vocab.table]  # (49408, W)
+        return {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()}
+
+    def load_exported_clip_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load `export_clip_state()` output back (e.g. to train on float16-rounded weights)."""
+        own = dict(state)
+        full = own["token_embedding.weight"]  # (49408, W)
+        reduced = torch.zeros(self.vocab.size, full.shape[1], dtype=full.dtype)
+        reduced[self.vocab.table] = full  # every id of a row carries the same values
+        own["token_embedding.weight"] = reduced
+        self.clip.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in own.items()}
+        )
+
+
+# --- checkpoints ----------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` with torch.save atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
+    return path
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by `vtr train encoder` (weights only, no code is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"no encoder checkpoint at {path}; train one with `vtr train encoder`")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        raise ModelError(f"cannot read encoder checkpoint {path}: {e}") from e
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path} is not a vtr synth encoder checkpoint ({CHECKPOINT_FORMAT})")
+    return data
+
+
+def heads_from_checkpoint(checkpoint: dict[str, Any]) -> LevelHeads:
+    """The level heads stored in a checkpoint, in eval mode, float32, on the CPU."""
+    try:
+        stored = checkpoint["level_heads"]
+        heads = LevelHeads(HeadConfig(**stored["config"]))
+        heads.load_state_dict({k: v.float() for k, v in stored["state_dict"].items()})
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise ModelError(f"the checkpoint's level heads cannot be loaded: {e}") from e
+    return heads.eval()
+
+
+def checkpoint_arch_name(model_config: dict[str, Any]) -> str:
+    """The inline config name a checkpoint's model registers under (the shipped one's,
+    when the config is the same)."""
+    if inline_model_config(SHIPPED_ARCH) == model_config:
+        return SHIPPED_ARCH
+    digest = hashlib.sha1(json.dumps(model_config, sort_keys=True).encode()).hexdigest()
+    return f"vtr-ckpt-{digest[:10]}"
+
+
+SHIPPED_ARCH = "vtr-synth-s"
+
+
+def load_trained_encoder(path: Path, device: str = "auto") -> Encoder:
+    """An `Encoder` for any checkpoint of `vtr train encoder` (its config registered inline)."""
+    checkpoint = read_checkpoint(path)
+    config = checkpoint.get("model_config")
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: the checkpoint has no model config")
+    arch = checkpoint_arch_name(config)
+    if inline_model_config(arch) is None:
+        register_model_config(arch, config)
+    context = int(config["text_cfg"]["context_length"])
+    spec = EncoderSpec(arch, "open_clip", arch, str(Path(path).resolve()), context)
+    return create_encoder(spec, device)
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A dataclass config as plain data (for checkpoints)."""
+    data: dict[str, Any] = asdict(config)
+    return data
+
+
+def record_metrics(path: Path, name: str, metrics: dict[str, Any]) -> None:
+    """Store `metrics` under `metrics[name]` in the checkpoint at `path` (atomic rewrite)."""
+    checkpoint = read_checkpoint(path)
+    checkpoint.setdefault("metrics", {})[name] = metrics
+    save_checkpoint(path, checkpoint)
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> SynthClip:
+    """The training model back from a checkpoint (float16-rounded CLIP weights), CPU."""
+    try:
+        config = EncoderConfig.from_dict(checkpoint["encoder_config"])
+        vocab = TokenVocab(checkpoint["tokenizer"]["trained_token_ids"])
+        concepts = checkpoint["concept_heads"]
+        heads = checkpoint["level_heads"]
+        model = SynthClip(
+            config,
+            vocab,
+            int(concepts["entity"]["weight"].shape[0]),
+            int(concepts["action"]["weight"].shape[0]),
+            int(heads["config"]["hidden"]),
+        )
+        model.load_exported_clip_state(checkpoint["state_dict"])
+        model.heads.load_state_dict(heads["state_dict"])
+        model.entity_concepts.load_state_dict(concepts["entity"])
+        model.action_concepts.load_state_dict(concepts["action"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise ModelError(f"the checkpoint cannot rebuild the training model: {e}") from e
+    return model

@@ -1,0 +1,313 @@
+"""The synth encoder: losses, cached pixels = ingest pixels, a brief retrain that learns,
+checkpoints that load through the encoder registry, and the shipped model."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from engine.decode import iter_clips
+from engine.encoder_registry import inline_model_config, resolve_encoder
+from engine.encoders import create_encoder
+from engine.errors import InputError, ModelError
+from engine.synth import generate_corpus
+from engine.train_encoder.data import (
+    ACTION_CONCEPTS,
+    ENTITY_CONCEPTS,
+    TrainingCorpus,
+    covers,
+    describe_event,
+)
+from engine.train_encoder.losses import (
+    focal_bce,
+    multi_positive_nce,
+    soft_target_ce,
+    symmetric_nce,
+)
+from engine.train_encoder.model import (
+    CHECKPOINT_FORMAT,
+    EOT_ID,
+    SOT_ID,
+    EncoderConfig,
+    SynthClip,
+    TokenVocab,
+    load_trained_encoder,
+    model_from_checkpoint,
+    read_checkpoint,
+)
+from engine.train_encoder.train import (
+    SpanLayout,
+    TextTokens,
+    TrainConfig,
+    embed_corpus,
+    encode_text,
+    image_transform,
+    stage1_loss,
+    stage2_loss,
+    train_encoder,
+)
+
+TINY = EncoderConfig(
+    image_size=32,
+    vision="resnet",
+    vision_width=8,
+    vision_layers=1,
+    text_width=32,
+    text_layers=1,
+    head_width=16,
+    context_length=32,
+    embed_dim=32,
+)
+
+
+def _layout(clips: np.ndarray) -> dict[str, list[tuple[int, int]]]:
+    n = len(clips)
+    windows = [(s, min(n, s + 4)) for s in range(0, max(1, n - 2), 2)]
+    return {"action": windows, "entity": [(0, n // 2), (n // 2, n)]}
+
+
+LAYOUT = SpanLayout(_layout, {"action_window_clips": 4})
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three generated videos of 20-30 s (10-15 clips each)."""
+    out = tmp_path_factory.mktemp("synth")
+    generate_corpus(out, n_videos=3, seed=11, min_seconds=20, max_seconds=30, size=(64, 48))
+    return out
+
+
+# --- losses ---------------------------------------------------------------------------
+
+
+def test_multi_positive_nce_is_cross_entropy_with_one_positive() -> None:
+    logits = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
+    target = torch.tensor([0, 3, 6, 2, 2])
+    positive = F.one_hot(target, 7).bool()
+    assert torch.allclose(multi_positive_nce(logits, positive), F.cross_entropy(logits, target))
+    # two positives: -log of their summed probability; a row without one is skipped
+    positive[0, 1] = True
+    positive[4] = False
+    p = logits.softmax(dim=1)
+    expected = -torch.log(torch.stack([p[0, 0] + p[0, 1], p[1, 3], p[2, 6], p[3, 2]])).mean()
+    assert torch.allclose(multi_positive_nce(logits, positive), expected)
+    both = symmetric_nce(logits, positive)
+    assert torch.allclose(both, 0.5 * (expected + multi_positive_nce(logits.T, positive.T)))
+    assert float(multi_positive_nce(logits, torch.zeros(5, 7, dtype=torch.bool))) == 0.0
+
+
+def test_soft_target_and_focal_losses_against_naive() -> None:
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 4, generator=g)
+    weights = torch.tensor([[0.0, 1.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])
+    logp = logits.log_softmax(dim=1)
+    expected = -((0.25 * logp[0, 1] + 0.75 * logp[0, 2]) + logp[2, 0]) / 2
+    assert torch.allclose(soft_target_ce(logits, weights), expected)
+    targets = (torch.rand(3, 4, generator=g) > 0.5).float()
+    naive = 0.0
+    for x, t in zip(logits.flatten().tolist(), targets.flatten().tolist(), strict=True):
+        p = 1 / (1 + math.exp(-x))
+        pt, a = (p, 0.25) if t == 1 else (1 - p, 0.75)
+        naive += -a * (1 - pt) ** 2 * math.log(pt)
+    assert math.isclose(
+        float(focal_bce(logits, targets)), naive / max(1.0, targets.sum().item()), rel_tol=1e-5
+    )
+
+
+# --- vocabulary and data --------------------------------------------------------------
+
+
+def test_token_vocab_rows() -> None:
+    vocab = TokenVocab([320, 1929, 320, 49406])
+    assert vocab.token_ids == (320, 1929) and vocab.size == 6
+    ids = torch.tensor([[SOT_ID, 320, 1929, 777, EOT_ID, 0]])
+    assert vocab.rows(ids).tolist() == [[4, 2, 3, TokenVocab.UNK_ROW, 5, 0]]
+    assert int(vocab.rows(torch.tensor(EOT_ID))) == vocab.size - 1  # argmax pooling finds EOT
+    with pytest.raises(ModelError):
+        TokenVocab([60000])
+
+
+def test_cached_pixels_are_ingest_pixels(tiny_corpus: Path, tmp_path: Path) -> None:
+    corpus = TrainingCorpus.load(tiny_corpus, image_transform(TINY), cache_dir=tmp_path)
+    encoder = create_encoder("tiny-random", "cpu")  # 32 px, the open_clip defaults
+    assert encoder.transform == corpus.transform
+    video = corpus.plans[0].videos[1]
+    first, end = corpus.caches[0].offsets[video.vid]
+    clips = list(iter_clips(tiny_corpus / "videos" / f"{video.vid}.mp4", 2.0, 1, 32))
+    assert len(clips) == end - first == video.duration_s / 2
+    ingest = torch.cat([encoder.preprocess(c.frames) for c in clips])  # what ingest encodes
+    cached = corpus.pixels(np.arange(first, end))
+    torch.testing.assert_close(cached, ingest, atol=1e-5, rtol=0)
+    # the second load reads the cache (memory-mapped) instead of decoding again
+    again = TrainingCorpus.load(tiny_corpus, image_transform(TINY), cache_dir=tmp_path)
+    assert isinstance(again.caches[0].frames, np.memmap)
+    np.testing.assert_array_equal(again.caches[0].frames, corpus.caches[0].frames)
+
+
+def test_batches_say_what_fits_what(tiny_corpus: Path, tmp_path: Path) -> None:
+    corpus = TrainingCorpus.load(tiny_corpus, image_transform(TINY), cache_dir=tmp_path)
+    rng = np.random.default_rng(0)
+    refs = corpus.events[:6]
+    batch = corpus.event_batch(refs, 4, rng)
+    assert batch.rows.shape == (24,) and batch.valid.all()
+    assert batch.entity_labels.shape == (24, len(ENTITY_CONCEPTS))
+    assert batch.action_labels.shape == (6, len(ACTION_CONCEPTS))
+    for j, ref in enumerate(refs):
+        assert batch.text_window[j, j]  # each sentence fits its own event's window
+        event = corpus.videos[ref.video].plan.events[ref.event]
+        assert batch.action_labels[j, ACTION_CONCEPTS.index(event.action)] == 1.0
+        assert batch.text_image[j, 4 * j : 4 * j + 4].any()
+    layouts = [_layout(np.zeros((vc.n_clips, 2))) for vc in corpus.videos]
+    vb = corpus.video_batch([0, 1, 2], layouts, 2, rng)
+    assert vb.text_video.shape == (len(vb.texts), 3) and vb.text_video.any(axis=1).all()
+    assert (vb.text_window.max(axis=1) > 0).all()  # some window overlaps each event
+    assert vb.text_clip.shape[1] == sum(vc.n_clips for vc in corpus.videos)
+    assert covers((0, 4), (2, 6)) and not covers((0, 4), (3, 9)) and covers((3, 5), (0, 8))
+    event = corpus.videos[0].plan.events[0]
+    description = describe_event(event, np.random.default_rng(3))
+    assert description.matches(event) and description.text
+
+
+# --- training -------------------------------------------------------------------------
+
+
+def test_brief_retrain_lowers_both_stage_losses(tiny_corpus: Path, tmp_path: Path) -> None:
+    corpus = TrainingCorpus.load(tiny_corpus, image_transform(TINY), cache_dir=tmp_path)
+    config = TrainConfig(
+        epochs=6,
+        head_epochs=6,
+        batch_events=8,
+        batch_videos=3,
+        lr=3e-3,
+        head_lr=3e-3,
+        warmup_fraction=0.0,
+        token_dropout=0.0,
+        encoder=TINY,
+        head_hidden=16,
+        device="cpu",
+        seed=0,
+    )
+    out = tmp_path / "enc.pt"
+    result = train_encoder(corpus, out, config, LAYOUT, extra={"data": "tiny"})
+    assert [h["stage"] for h in result.history] == ["encoder"] * 6 + ["heads"] * 6
+    checkpoint = read_checkpoint(out)
+    trained = model_from_checkpoint(checkpoint).eval()
+    torch.manual_seed(0)  # the same initial weights train_encoder started from
+    initial = SynthClip(TINY, trained.vocab, len(ENTITY_CONCEPTS), len(ACTION_CONCEPTS), 16)
+    initial.eval()
+    tokens = TextTokens(TINY.context_length)
+    device = torch.device("cpu")
+    batch = corpus.event_batch(corpus.events, 4, np.random.default_rng(5))
+    with torch.no_grad():
+        before = stage1_loss(initial, corpus, tokens, batch, device)[1]
+        after = stage1_loss(trained, corpus, tokens, batch, device)[1]
+    assert after["loss"] < 0.9 * before["loss"], (before, after)
+    # stage 2: a few steps on the level heads alone lower one video batch's level losses
+    features = embed_corpus(trained, corpus, device)
+    firsts = [vc.first_row for vc in corpus.videos]
+    counts = [vc.n_clips for vc in corpus.videos]
+    layouts = [LAYOUT.spans(np.zeros((n, 2))) for n in counts]
+    video_batch = corpus.video_batch([0, 1, 2], layouts, 3, np.random.default_rng(6))
+    optimizer = torch.optim.Adam(trained.heads.parameters(), lr=1e-2)
+    levels = []
+    for _ in range(8):
+        loss, parts = stage2_loss(trained, features, firsts, counts, tokens, video_batch, device)
+        levels.append(parts["global"] + parts["action"] + parts["entity"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert levels[-1] < levels[0], levels
+
+    # the checkpoint describes itself and loads through the encoder registry
+    assert checkpoint["format"] == CHECKPOINT_FORMAT
+    assert checkpoint["model_config"] == TINY.open_clip_config()
+    assert checkpoint["train_args"]["epochs"] == 6 and checkpoint["train_args"]["data"] == "tiny"
+    assert checkpoint["corpus"]["videos"] == 3
+    assert len(checkpoint["metrics"]["training"]["history"]) == 12
+    encoder = load_trained_encoder(out, "cpu")
+    assert (encoder.embed_dim, encoder.token_dim, encoder.image_size) == (32, 32, 32)
+    texts = ["the red circle moves to the left", "a big box zigzags"]  # "zigzags": unseen
+    features_text = encoder.encode_text(texts, max_tokens=32)
+    with torch.no_grad():
+        expected = encode_text(trained, tokens, texts, device).numpy()
+    np.testing.assert_allclose(features_text.sentence, expected, atol=1e-5)
+    pixels = corpus.pixels(np.arange(5))
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            encoder.encode_images(pixels), trained.encode_images(pixels).numpy(), atol=1e-5
+        )
+
+
+def test_config_and_checkpoint_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        TrainConfig(epochs=0)
+    with pytest.raises(InputError):
+        TrainConfig(batch_events=1)
+    with pytest.raises(ModelError, match="no encoder checkpoint"):
+        read_checkpoint(tmp_path / "missing.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="not a vtr synth encoder checkpoint"):
+        read_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot read"):
+        read_checkpoint(tmp_path / "junk.pt")
+
+
+# --- the shipped model ----------------------------------------------------------------
+
+
+def test_shipped_checkpoint_loads_through_the_registry() -> None:
+    spec = resolve_encoder("vtr-synth-s")
+    path = Path(spec.weights)
+    assert path.is_file() and path.parent.name == "models"
+    assert path.stat().st_size < 20 * 2**20
+    checkpoint = read_checkpoint(path)
+    assert checkpoint["model_config"] == inline_model_config("vtr-synth-s")
+    assert checkpoint["model_config"] == EncoderConfig().open_clip_config()
+    assert checkpoint["tokenizer"]["kind"] == "openai-clip-bpe"
+    assert checkpoint["image"]["size"] == 64 and checkpoint["image"]["frames_per_clip"] == 1
+    assert {"pooling", "trained"} <= set(checkpoint["metrics"]["eval"])
+    assert checkpoint["train_args"]["seed"] == 0
+
+    encoder = create_encoder("vtr-synth-s", "cpu")
+    assert (encoder.embed_dim, encoder.token_dim, encoder.context_length) == (128, 128, 32)
+    assert encoder.image_size == 64
+    frames = np.random.default_rng(0).integers(0, 256, (3, 96, 128, 3), dtype=np.uint8)
+    images = encoder.encode_images(encoder.preprocess(frames))
+    assert images.shape == (3, 128)
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, rtol=1e-5)
+    text = encoder.encode_text(["the small red circle slides to the left", "a star"], 32)
+    assert text.sentence.shape == (2, 128) and text.tokens.shape == (2, 32, 128)
+    np.testing.assert_allclose(np.linalg.norm(text.sentence, axis=1), 1.0, rtol=1e-5)
+    assert text.mask.sum(axis=1).tolist() == [10, 4]  # SOT + BPE + EOT
+    assert not text.tokens[1, 4:].any()  # padding zeroed
+
+
+def test_cli_trains_evaluates_and_records(tiny_corpus: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from api.cli.app import app
+
+    out = tmp_path / "cli.pt"
+    args = ["train", "encoder", "--data", str(tiny_corpus), "--out", str(out)]
+    args += ["--epochs", "1", "--head-epochs", "1", "--eval-data", str(tiny_corpus)]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [h["stage"] for h in summary["history"]] == ["encoder", "heads"]
+    for strategy in ("pooling", "trained"):
+        for phrasing in ("default", "heldout"):
+            metrics = summary["eval"][strategy][phrasing]
+            assert metrics["queries"] == 3 and metrics["videos"] == 3
+            assert metrics["t2v_r1"] <= metrics["t2v_r5"] <= metrics["t2v_r10"] == 100.0
+    checkpoint = read_checkpoint(out)
+    assert checkpoint["metrics"]["eval"] == summary["eval"]
+    assert checkpoint["train_args"]["data"] == [tiny_corpus.name]
+    assert checkpoint["model_config"] == inline_model_config("vtr-synth-s")  # the default
+    bad = CliRunner().invoke(app, [*args, "--device", "tpu"])
+    assert isinstance(bad.exception, InputError) and "--device must be" in str(bad.exception)
