@@ -4,10 +4,10 @@
 2. indexes it (`vtr index`),
 3. runs a handful of its queries and prints the top moments beside the ground truth,
 4. evaluates every query through the two-stage search (`vtr eval corpus`).
-It uses vtr's own small encoder trained on the generated world (`vtr-synth-s`) and the
-MESM checkpoint shipped for it when the package has them; otherwise it says so and runs
-the same steps with the random-weight test encoder and the similarity localizer, whose
-scores then mean nothing. Everything is left in `--data-dir`.
+It uses vtr's own small encoder trained on the generated world (`vtr-synth-s`) with its
+trained level heads and the MESM checkpoint shipped for it when the package has them;
+otherwise it says so and runs the same steps with the random-weight test encoder and the
+similarity localizer, whose scores then mean nothing. Everything is left in `--data-dir`.
 """
 
 import shutil
@@ -43,8 +43,10 @@ def _demo_settings(base: Settings, data_dir: Path, encoder: str) -> Settings:
         if checkpoint is not None
         else {"name": "similarity"}
     )
+    strategy = "trained" if encoder == TRAINED_ENCODER else base.levels.strategy
     return base.model_copy(
         update={
+            "levels": base.levels.model_copy(update={"strategy": strategy}),
             "storage": base.storage.model_copy(update={"data_dir": data_dir.resolve() / "data"}),
             "catalog": base.catalog.model_copy(update={"url": ""}),
             "encoder": base.encoder.model_copy(update={"name": encoder}),
