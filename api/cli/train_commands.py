@@ -268,6 +268,10 @@ def train_encoder_command(
         int, typer.Option(min=0, help="Level-head passes over every video (image tower frozen).")
     ] = 10,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    image_size: Annotated[
+        int | None,
+        typer.Option(min=32, help="Image tower input size (px); default: vtr-synth-s's (64)."),
+    ] = None,
     eval_data: Annotated[
         Path | None,
         typer.Option(help="A held-out `vtr synth` corpus: retrieval metrics go in the checkpoint."),
@@ -306,7 +310,13 @@ def train_encoder_command(
         action_stride_clips=levels.action_stride_clips,
         entity_threshold=levels.entity_threshold,
     )
-    config = TrainConfig(epochs=epochs, head_epochs=head_epochs, seed=seed, device=device)
+    config = TrainConfig(
+        epochs=epochs,
+        head_epochs=head_epochs,
+        seed=seed,
+        device=device,
+        encoder=EncoderConfig() if image_size is None else EncoderConfig(image_size=image_size),
+    )
     tasks: dict[str, TaskID] = {}
     with Progress(
         TextColumn("{task.description}"),
@@ -324,7 +334,7 @@ def train_encoder_command(
 
         corpus = TrainingCorpus.load(
             data,
-            image_transform(EncoderConfig()),
+            image_transform(config.encoder),
             progress=lambda done, total: advance("decode", done, total),
         )
         result = train_encoder(
