@@ -258,10 +258,20 @@ class Catalog:
     def get_collection(self, name: str) -> CollectionRecord:
         with self.session() as session:
             row = self._collection_row(session, name)
-            count = session.scalar(
-                select(func.count(Video.id)).where(Video.collection_id == row.id)
-            )
-            return _record(CollectionRecord, row, n_videos=count or 0)
+            return _record(CollectionRecord, row, n_videos=self._count_videos(session, row.id))
+
+    def count_videos(self, name: str, status: VideoStatus | None = None) -> int:
+        """Videos of collection `name`, only those with `status` when given."""
+        with self.session() as session:
+            return self._count_videos(session, self._collection_row(session, name).id, status)
+
+    def _count_videos(
+        self, session: Session, collection_id: int, status: VideoStatus | None = None
+    ) -> int:
+        query = select(func.count(Video.id)).where(Video.collection_id == collection_id)
+        if status is not None:
+            query = query.where(Video.status == status)
+        return session.scalar(query) or 0
 
     def collection_of_video(self, video_id: int) -> CollectionRecord:
         """The collection a video belongs to (`n_videos` left at 0: not counted)."""

@@ -17,6 +17,7 @@ import numpy as np
 from engine.config import Settings
 from engine.feature_store import FeatureStore
 from index.catalog import Catalog, CollectionRecord
+from index.catalog_schema import VideoStatus
 from index.collection_index import (
     CollectionIndexes,
     LevelComputer,
@@ -83,7 +84,7 @@ def rebuild_levels(
     compute = LevelComputer(
         settings.levels.strategy, level_params(settings.levels, settings.ingest.clip_seconds)
     )
-    n_videos = catalog.get_collection(record.name).n_videos
+    n_videos = catalog.count_videos(record.name, VideoStatus.READY)
     ids: dict[str, list[np.ndarray]] = {level: [] for level in LEVELS}
     vectors: dict[str, list[np.ndarray]] = {level: [] for level in LEVELS}
     for done, (video, clips) in enumerate(ready_video_features(catalog, data_dir, record), 1):

@@ -55,6 +55,18 @@ def print_error(message: str) -> None:
     stderr.print(f"[bold red]error:[/] {message}", highlight=False)
 
 
+def count_bars(transient: bool = False) -> Progress:
+    """Progress bars on stderr: each task's description, bar, done/total and time taken."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=transient,
+    )
+
+
 class CountBar:
     """A "done of total" progress bar on stderr, fed by `update(done, total)` callbacks.
 
@@ -84,13 +96,7 @@ class CountBar:
         if not self._enabled:
             return
         if self._bars is None:
-            self._bars = Progress(
-                TextColumn(self._label),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=stderr,
-            )
+            self._bars = count_bars()
             self._task = self._bars.add_task(self._label, total=total)
             self._bars.start()
         if self._task is not None:

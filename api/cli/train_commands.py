@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from api.cli.output import emit, print_table, stderr, stdout
+from api.cli.output import count_bars, emit, print_table, stdout
 from api.cli.state import state_of
 from engine.errors import InputError
 from localize.mesm.config import PRESETS
@@ -133,14 +133,6 @@ def train_localizer_command(
 ) -> None:
     """Train the MESM localizer; keeps the checkpoint with the best val MR-full-mAP."""
     # torch and the training stack load only when this command runs
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     from localize.features import open_feature_source
     from localize.mesm.config import TEF_DIMS, preset
     from localize.mesm.data import (
@@ -216,14 +208,7 @@ def train_localizer_command(
     criterion = criterion_preset(dataset_style(model_config))
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed, device=chosen_device)
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=True,
-    ) as progress:
+    with count_bars(transient=True) as progress:
         result = train_localizer(
             model_config, train_set, val_set, out, config, criterion, progress=progress
         )
@@ -280,16 +265,8 @@ def train_encoder_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train vtr's small CLIP-style encoder and its level heads on a generated corpus."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import TaskID
 
-    from api.cli.state import state_of
     from engine.train_encoder.data import TrainingCorpus
     from engine.train_encoder.evaluate import evaluate_corpus
     from engine.train_encoder.model import EncoderConfig, load_trained_encoder, record_metrics
@@ -318,14 +295,7 @@ def train_encoder_command(
         encoder=EncoderConfig() if image_size is None else EncoderConfig(image_size=image_size),
     )
     tasks: dict[str, TaskID] = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=True,
-    ) as progress:
+    with count_bars(transient=True) as progress:
 
         def advance(stage: str, done: int, total: int) -> None:
             if stage not in tasks:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from api.cli.app import main
 from engine.config import Settings, load_settings
 from index.catalog import Catalog
-from index.catalog_schema import Segment
+from index.catalog_schema import Segment, VideoStatus
 from index.collection_index import CollectionIndexes, indexes_dir
 from index.ingest import FeatureVideo, ingest_features
 from index.levels import LEVELS
@@ -89,3 +89,14 @@ def test_reindex_recovers_a_lost_index(setup, capsys: pytest.CaptureFixture[str]
     assert set(owner.values()) == {ids[videos[3].uri]}
     assert len(before) == len(after)
     assert reindex(catalog, settings, "c")["global"] == 8
+
+
+def test_reindex_progress_counts_only_ready_videos(setup) -> None:  # type: ignore[no-untyped-def]
+    settings, catalog, _ = setup
+    ingest_features(catalog, settings, "c", _videos(3, 4))
+    failed, _ = catalog.register_video(catalog.get_collection("c").id, "/v/bad.mp4", "f" * 64)
+    catalog.set_video_status(failed.id, VideoStatus.FAILED, "not a video")
+    assert catalog.count_videos("c") == 4 and catalog.count_videos("c", VideoStatus.READY) == 3
+    calls: list[tuple[int, int]] = []
+    reindex(catalog, settings, "c", on_video=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
