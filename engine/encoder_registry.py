@@ -1,7 +1,8 @@
 """The encoder table: named image/text encoders as data, one entry each.
 
-An entry names a backend (`open_clip` or `hf`, Hugging Face transformers), an
-architecture and a weights source; `engine.encoders.create_encoder` builds any of them.
+An entry names a backend (`open_clip`, `hf` for Hugging Face transformers, or `vtr`
+for a checkpoint of `vtr train encoder`), an architecture and a weights source;
+`engine.encoders.create_encoder` builds any of them.
 Like open_clip's model configs (`list_models`, `add_model_config`), the table is data:
 the CLI's choices, the config check and the tests all read it. Besides registered names,
 spec strings name an encoder directly:
@@ -12,6 +13,8 @@ spec strings name an encoder directly:
                              inline config registered here (e.g. `vtr-tiny`)
     hf:MODEL_ID_OR_DIR       a transformers CLIP or SigLIP model id (from the local
                              Hugging Face cache) or a saved model directory
+    vtr:PATH                 a checkpoint written by `vtr train encoder` (it carries its
+                             own open_clip config, tokenizer and preprocessing facts)
 
     from engine.encoder_registry import list_encoders, resolve_encoder
     resolve_encoder("clip-vit-b32").arch  # 'ViT-B-32'
@@ -24,7 +27,7 @@ from typing import Any, Literal
 
 from engine.errors import ModelError
 
-Backend = Literal["open_clip", "hf"]
+Backend = Literal["open_clip", "hf", "vtr"]
 RANDOM_WEIGHTS = "random"
 
 
@@ -34,8 +37,8 @@ class EncoderSpec:
 
     name: str
     backend: Backend
-    arch: str  # open_clip config name / inline config name; hf: model id or directory
-    weights: str = ""  # open_clip: pretrained tag, checkpoint path or "random"; hf: unused
+    arch: str  # open_clip config name / inline config name; hf: model id or directory; vtr: ""
+    weights: str = ""  # open_clip: tag, checkpoint path or "random"; vtr: checkpoint; hf: unused
     max_text_tokens: int = 77  # the text tower's context length (tokens); 0: the tokenizer's
     description: str = ""
     seed: int = 0  # random init seed (weights == "random")
@@ -61,20 +64,6 @@ _INLINE_CONFIGS: dict[str, dict[str, Any]] = {
             "width": 64,
             "heads": 2,
             "layers": 2,
-        },
-    },
-    # `vtr-synth-s`: vtr's own small CLIP, trained on the `vtr synth` world by
-    # `vtr train encoder` (engine/train_encoder; engine/models/README.md).
-    "vtr-synth-s": {
-        "embed_dim": 128,
-        "quick_gelu": False,
-        "vision_cfg": {"image_size": 64, "width": 16, "layers": [1, 1, 1, 1]},  # ResNet
-        "text_cfg": {
-            "context_length": 32,
-            "vocab_size": 49408,
-            "width": 128,
-            "heads": 4,
-            "layers": 4,
         },
     },
 }
@@ -125,10 +114,10 @@ _BUILTIN: tuple[EncoderSpec, ...] = (
     ),
     EncoderSpec(
         "vtr-synth-s",
-        "open_clip",
-        "vtr-synth-s",
+        "vtr",
+        "",
         str(SHIPPED_MODELS_DIR / "vtr-synth-s.pt"),
-        max_text_tokens=32,
+        max_text_tokens=0,
         description="128-d CLIP trained on the vtr synth world (64 px ResNet, 4-layer text)",
     ),
 )
@@ -140,17 +129,9 @@ def register_encoder(spec: EncoderSpec, *, replace: bool = False) -> None:
         raise ModelError(f"encoder name {spec.name!r} must not contain ':' (spec strings use it)")
     if spec.name in _ENCODERS and not replace:
         raise ModelError(f"encoder {spec.name!r} is already registered")
-    if spec.backend not in ("open_clip", "hf"):
+    if spec.backend not in ("open_clip", "hf", "vtr"):
         raise ModelError(f"encoder {spec.name!r}: unknown backend {spec.backend!r}")
     _ENCODERS[spec.name] = spec
-
-
-def register_model_config(name: str, config: dict[str, Any]) -> None:
-    """Add an inline open_clip model config (`embed_dim`, `vision_cfg`, `text_cfg`)."""
-    missing = {"embed_dim", "vision_cfg", "text_cfg"} - set(config)
-    if missing:
-        raise ModelError(f"model config {name!r} lacks {', '.join(sorted(missing))}")
-    _INLINE_CONFIGS[name] = config
 
 
 def inline_model_config(name: str) -> dict[str, Any] | None:
@@ -182,10 +163,15 @@ def resolve_encoder(name_or_spec: str) -> EncoderSpec:
         if not model:
             raise ModelError(f"bad encoder spec {name_or_spec!r}: expected hf:MODEL_ID_OR_DIR")
         return EncoderSpec(name_or_spec, "hf", model, max_text_tokens=0)
+    if name_or_spec.startswith("vtr:"):
+        path = name_or_spec[4:]
+        if not path:
+            raise ModelError(f"bad encoder spec {name_or_spec!r}: expected vtr:CHECKPOINT_PATH")
+        return EncoderSpec(name_or_spec, "vtr", "", path, max_text_tokens=0)
     known = ", ".join(_ENCODERS)
     raise ModelError(
         f"unknown encoder {name_or_spec!r}; known: {known} "
-        "(or a spec: open_clip:ARCH:PRETRAINED_OR_PATH, hf:MODEL_ID_OR_DIR)"
+        "(or a spec: open_clip:ARCH:PRETRAINED_OR_PATH, hf:MODEL_ID_OR_DIR, vtr:CHECKPOINT)"
     )
 
 

@@ -1,8 +1,9 @@
 """Image and text encoders (CLIP-style), built from the table in `engine.encoder_registry`.
 
 One factory, `create_encoder(name_or_spec, device)`, returns an `Encoder` for either
-backend: open_clip (CLIP, e.g. OpenAI ViT-B/32, Radford et al. 2021) or Hugging Face
-transformers (CLIP, SigLIP). Every encoder offers
+backend: open_clip (CLIP, e.g. OpenAI ViT-B/32, Radford et al. 2021), Hugging Face
+transformers (CLIP, SigLIP), or vtr (an open_clip CLIP from a `vtr train encoder`
+checkpoint). Every encoder offers
 - `preprocess(frames)`: uint8 frames (N, H, W, 3) -> normalised pixels (N, 3, S, S), in
   torch, batched (shortest side to S and centre crop, or a squash for SigLIP);
 - `encode_images(pixels)`: (N, embed_dim) float32, L2-normalised, in the joint space;
@@ -581,6 +582,37 @@ def _build_hf(
     return HfEncoder(spec.name, model.to(device), tokenizer, transform, context, device, dtype)
 
 
+def _build_vtr_checkpoint(
+    spec: EncoderSpec, device: torch.device, dtype: torch.dtype
+) -> OpenClipEncoder:
+    """A `vtr train encoder` checkpoint: open_clip CLIP from its own config and weights."""
+    import open_clip
+
+    from engine.encoder_checkpoint import open_clip_state_dict, read_checkpoint
+
+    path = Path(spec.weights).expanduser()
+    checkpoint = read_checkpoint(path)
+    try:
+        config = checkpoint["model_config"]
+        image = checkpoint["image"]
+        model = open_clip.model.CLIP(**config)
+        model.load_state_dict(open_clip_state_dict(checkpoint))
+        context = int(config["text_cfg"]["context_length"])
+        transform = ImageTransform(
+            size=int(image["size"]),
+            mean=tuple(image["mean"]),
+            std=tuple(image["std"]),
+            resize_mode=image["resize_mode"],
+            interpolation=image["interpolation"],
+        )
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ModelError(f"encoder {spec.name!r}: cannot build the model of {path}: {e}") from e
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
+    return OpenClipEncoder(
+        spec.name, model.to(device=device, dtype=dtype), tokenizer, transform, device, dtype
+    )
+
+
 def create_encoder(
     name_or_spec: str | EncoderSpec, device: str = "auto", *, cache_dir: Path | None = None
 ) -> Encoder:
@@ -590,9 +622,12 @@ def create_encoder(
     """
     spec = name_or_spec if isinstance(name_or_spec, EncoderSpec) else resolve_encoder(name_or_spec)
     torch_device, dtype = resolve_device(device)
-    log.info("building encoder %s (%s %s) on %s", spec.name, spec.backend, spec.arch, torch_device)
+    source = spec.arch or spec.weights
+    log.info("building encoder %s (%s %s) on %s", spec.name, spec.backend, source, torch_device)
     if spec.backend == "open_clip":
         return _build_open_clip(spec, torch_device, dtype, cache_dir)
+    if spec.backend == "vtr":
+        return _build_vtr_checkpoint(spec, torch_device, dtype)
     return _build_hf(spec, torch_device, dtype, cache_dir)
 
 

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.encoder_checkpoint import read_checkpoint
 from engine.encoder_registry import resolve_encoder
 from engine.errors import InputError, ModelError
-from engine.train_encoder.model import LevelHeads, heads_from_checkpoint, read_checkpoint
+from engine.train_encoder.model import LevelHeads, heads_from_checkpoint
 from engine.train_encoder.train import SpanLayout
 from index.levels import (
     LevelParams,

@@ -12,7 +12,7 @@ from engine.encoder_registry import list_encoders
 def encoders(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List the encoders vtr knows (also accepted: open_clip:ARCH:WEIGHTS, hf:MODEL)."""
+    """List the encoders vtr knows (also accepted: open_clip:ARCH:WEIGHTS, hf:MODEL, vtr:CKPT)."""
     specs = list_encoders()
     emit(
         as_json,

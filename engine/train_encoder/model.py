@@ -4,10 +4,10 @@ The image tower is open_clip's ModifiedResNet (CLIP's RN: conv stem, bottleneck 
 attention pooling) at 64 px, or a ViT; the text tower open_clip's causal transformer read
 by the standard CLIP BPE tokenizer. Training uses a reduced token
 table: one row per BPE id the training sentences can contain plus one shared UNK row
-(`TokenVocab`); the exported checkpoint expands it to CLIP's 49408 rows (every unseen id
-gets the UNK row), so `engine.encoders.create_encoder` loads it as a plain open_clip
-model with the plain tokenizer, and the text tower still gives per-token `ln_final`
-features for the localizer.
+(`TokenVocab`); the checkpoint stores these rows and CLIP's id -> row map
+(engine/encoder_checkpoint.py), so `engine.encoders.create_encoder` loads it as a plain
+open_clip model with the plain tokenizer, and the text tower still gives per-token
+`ln_final` features for the localizer.
 
 Level heads map a video's clip embeddings (T, D) (L2-normalised, as the feature store
 holds them) to the joint space, one head per level (architecture: vtr's levels,
@@ -19,19 +19,15 @@ global / action / entity, in the spirit of multi-level alignment for video-text 
 Every residual branch starts at zero and every attention at uniform weights, so an
 untrained head equals mean pooling (the `pooling` level strategy).
 
-A checkpoint is one self-describing torch file (format `CHECKPOINT_FORMAT`): the open_clip
-state dict (float16, full vocabulary), the open_clip model config, the head config and
-weights, tokenizer and image facts, training arguments and metrics. Written atomically.
+A checkpoint (engine/encoder_checkpoint.py) is one self-describing torch file: the
+open_clip weights (float16, compact token table) and config, the head config and weights,
+tokenizer and image facts, training arguments and metrics. Written atomically.
 
     heads = heads_from_checkpoint(read_checkpoint(path))
     encoder = load_trained_encoder(path, "cpu")
 """
 
-import hashlib
-import json
 import math
-import os
-import pickle
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -41,16 +37,18 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from engine.encoder_registry import (
-    EncoderSpec,
-    inline_model_config,
-    register_model_config,
+from engine.encoder_checkpoint import (
+    CLIP_VOCAB_SIZE,
+    TOKEN_EMBEDDING,
+    open_clip_state_dict,
+    read_checkpoint,
+    save_checkpoint,
+    token_table,
 )
+from engine.encoder_registry import EncoderSpec
 from engine.encoders import Encoder, create_encoder
 from engine.errors import ModelError
 
-CHECKPOINT_FORMAT = "vtr-synth-encoder/1"
-CLIP_VOCAB_SIZE = 49408
 SOT_ID, EOT_ID = 49406, 49407  # CLIP BPE start / end of text
 PAD_ID = 0  # CLIP pads with id 0
 LEVEL_NAMES = ("global", "action", "entity")
@@ -300,57 +298,26 @@ class SynthClip(nn.Module):
     def level_scale(self, level: str) -> torch.Tensor:
         return self.level_logit_scale[LEVEL_NAMES.index(level)].exp().clamp(max=100.0)
 
-    def export_clip_state(self) -> dict[str, torch.Tensor]:
-        """The open_clip state dict on CLIP's full vocabulary, float16, on the CPU."""
+    def export_clip_state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The open_clip weights (float16, CPU) without the token embedding, and the
+        compact token table (`engine.encoder_checkpoint.token_table`)."""
         state = {k: v.detach().cpu() for k, v in self.clip.state_dict().items()}
-        rows = state["token_embedding.weight"]  # (reduced, W)
-        state["token_embedding.weight"] = rows[self.vocab.table]  # (49408, W)
-        return {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()}
+        table = token_table(state.pop(TOKEN_EMBEDDING), self.vocab.table)
+        weights = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()}
+        return weights, table
 
-    def load_exported_clip_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load `export_clip_state()` output back (e.g. to train on float16-rounded weights)."""
-        own = dict(state)
-        full = own["token_embedding.weight"]  # (49408, W)
-        reduced = torch.zeros(self.vocab.size, full.shape[1], dtype=full.dtype)
-        reduced[self.vocab.table] = full  # every id of a row carries the same values
-        own["token_embedding.weight"] = reduced
-        self.clip.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in own.items()}
-        )
+    def load_exported_clip_state(self, checkpoint: dict[str, Any]) -> None:
+        """Load exported weights back (e.g. to train on float16-rounded weights); the
+        checkpoint's token rows must be this model's `vocab` rows."""
+        state = open_clip_state_dict(checkpoint)
+        rows = checkpoint["token_table"]["rows"]
+        if not torch.equal(checkpoint["token_table"]["row_of_id"].long(), self.vocab.table):
+            raise ModelError("the checkpoint's token table does not match the model's vocabulary")
+        state[TOKEN_EMBEDDING] = rows.float()
+        self.clip.load_state_dict(state)
 
 
 # --- checkpoints ----------------------------------------------------------------------
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """Write `payload` with torch.save atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ModelError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
-    return path
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by `vtr train encoder` (weights only, no code is unpickled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"no encoder checkpoint at {path}; train one with `vtr train encoder`")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
-        raise ModelError(f"cannot read encoder checkpoint {path}: {e}") from e
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"{path} is not a vtr synth encoder checkpoint ({CHECKPOINT_FORMAT})")
-    return data
 
 
 def heads_from_checkpoint(checkpoint: dict[str, Any]) -> LevelHeads:
@@ -364,30 +331,11 @@ def heads_from_checkpoint(checkpoint: dict[str, Any]) -> LevelHeads:
     return heads.eval()
 
 
-def checkpoint_arch_name(model_config: dict[str, Any]) -> str:
-    """The inline config name a checkpoint's model registers under (the shipped one's,
-    when the config is the same)."""
-    if inline_model_config(SHIPPED_ARCH) == model_config:
-        return SHIPPED_ARCH
-    digest = hashlib.sha1(json.dumps(model_config, sort_keys=True).encode()).hexdigest()
-    return f"vtr-ckpt-{digest[:10]}"
-
-
-SHIPPED_ARCH = "vtr-synth-s"
-
-
 def load_trained_encoder(path: Path, device: str = "auto") -> Encoder:
-    """An `Encoder` for any checkpoint of `vtr train encoder` (its config registered inline)."""
-    checkpoint = read_checkpoint(path)
-    config = checkpoint.get("model_config")
-    if not isinstance(config, dict):
-        raise ModelError(f"{path}: the checkpoint has no model config")
-    arch = checkpoint_arch_name(config)
-    if inline_model_config(arch) is None:
-        register_model_config(arch, config)
-    context = int(config["text_cfg"]["context_length"])
-    spec = EncoderSpec(arch, "open_clip", arch, str(Path(path).resolve()), context)
-    return create_encoder(spec, device)
+    """An `Encoder` for any checkpoint of `vtr train encoder`."""
+    read_checkpoint(path)  # a clear error for a file that is not one
+    resolved = str(Path(path).resolve())
+    return create_encoder(EncoderSpec(f"vtr:{resolved}", "vtr", "", resolved, 0), device)
 
 
 def config_dict(config: Any) -> dict[str, Any]:
@@ -417,7 +365,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> SynthClip:
             int(concepts["action"]["weight"].shape[0]),
             int(heads["config"]["hidden"]),
         )
-        model.load_exported_clip_state(checkpoint["state_dict"])
+        model.load_exported_clip_state(checkpoint)
         model.heads.load_state_dict(heads["state_dict"])
         model.entity_concepts.load_state_dict(concepts["entity"])
         model.action_concepts.load_state_dict(concepts["action"])

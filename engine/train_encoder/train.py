@@ -22,7 +22,7 @@ heads train jointly with the text tower on batches of whole videos:
   plain clip similarity, used by `pooling` and the similarity localizer, aligned);
 - action concepts on the windows.
 AdamW, linear warm-up then cosine decay, seeded. The checkpoint is self-describing and
-written atomically (`model.save_checkpoint`).
+written atomically (`engine.encoder_checkpoint.save_checkpoint`).
 
     corpus = TrainingCorpus.load(Path("synth"), image_transform(EncoderConfig()))
     result = train_encoder(corpus, Path("enc.pt"), TrainConfig(epochs=8), layout)
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from engine.encoder_checkpoint import CHECKPOINT_FORMAT, CLIP_VOCAB_SIZE, save_checkpoint
 from engine.encoders import OPENAI_MEAN, OPENAI_STD, ImageTransform, clip_token_ids
 from engine.errors import InputError
 from engine.train_encoder.data import (
@@ -60,14 +61,11 @@ from engine.train_encoder.losses import (
     uniformity,
 )
 from engine.train_encoder.model import (
-    CHECKPOINT_FORMAT,
-    CLIP_VOCAB_SIZE,
     EncoderConfig,
     HeadConfig,
     SynthClip,
     TokenVocab,
     gather_ranges,
-    save_checkpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -461,7 +459,8 @@ def train_encoder(
 
     # stage 2: the image tower frozen as exported; heads + text tower on whole videos
     t0 = time.perf_counter()
-    model.load_exported_clip_state(model.export_clip_state())
+    exported, token_rows = model.export_clip_state()
+    model.load_exported_clip_state({"state_dict": exported, "token_table": token_rows})
     model.clip.visual.requires_grad_(False)
     features = embed_corpus(model, corpus, device)  # (N, D)
     first_rows = [vc.first_row for vc in corpus.videos]
@@ -539,11 +538,13 @@ def checkpoint_payload(
     """Everything a checkpoint holds (see `model` for the format)."""
     transform = image_transform(config.encoder)
     heads_state = {k: v.detach().cpu().float() for k, v in model.heads.state_dict().items()}
+    weights, token_rows = model.export_clip_state()
     return {
         "format": CHECKPOINT_FORMAT,
         "model_config": config.encoder.open_clip_config(),
         "encoder_config": asdict(config.encoder),
-        "state_dict": model.export_clip_state(),
+        "state_dict": weights,
+        "token_table": token_rows,
         "level_heads": {
             "config": asdict(HeadConfig(config.encoder.embed_dim, config.head_hidden)),
             "state_dict": heads_state,

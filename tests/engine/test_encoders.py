@@ -184,7 +184,12 @@ def test_registry_table_and_unknown_names() -> None:
         "/weights/b16.pt",
     )
     assert resolve_encoder("hf:org/model").arch == "org/model"
-    for bad in ("open_clip:ViT-B-32", "open_clip::x", "hf:"):
+    shipped = resolve_encoder("vtr-synth-s")
+    assert (shipped.backend, resolve_encoder(f"vtr:{shipped.weights}").weights) == (
+        "vtr",
+        shipped.weights,
+    )
+    for bad in ("open_clip:ViT-B-32", "open_clip::x", "hf:", "vtr:"):
         with pytest.raises(ModelError, match="bad encoder spec"):
             resolve_encoder(bad)
     with pytest.raises(ModelError, match="already registered"):
@@ -196,6 +201,8 @@ def test_missing_weight_file_and_unknown_tag(tmp_path: Path) -> None:
         create_encoder(f"open_clip:ViT-B-32:{tmp_path / 'absent.pt'}", device="cpu")
     with pytest.raises(ModelError, match="unknown open_clip architecture"):
         create_encoder("open_clip:ViT-Q-99:openai", device="cpu")
+    with pytest.raises(ModelError, match="no encoder checkpoint"):
+        create_encoder(f"vtr:{tmp_path / 'absent.pt'}", device="cpu")
 
 
 @pytest.fixture

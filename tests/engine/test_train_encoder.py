@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from engine.decode import iter_clips
-from engine.encoder_registry import inline_model_config, resolve_encoder
+from engine.encoder_checkpoint import CHECKPOINT_FORMAT, CLIP_VOCAB_SIZE, read_checkpoint
+from engine.encoder_registry import resolve_encoder
 from engine.encoders import create_encoder
 from engine.errors import InputError, ModelError
 from engine.synth import generate_corpus
@@ -28,7 +29,6 @@ from engine.train_encoder.losses import (
     symmetric_nce,
 )
 from engine.train_encoder.model import (
-    CHECKPOINT_FORMAT,
     EOT_ID,
     SOT_ID,
     EncoderConfig,
@@ -36,7 +36,6 @@ from engine.train_encoder.model import (
     TokenVocab,
     load_trained_encoder,
     model_from_checkpoint,
-    read_checkpoint,
 )
 from engine.train_encoder.train import (
     SpanLayout,
@@ -224,6 +223,10 @@ def test_brief_retrain_lowers_both_stage_losses(tiny_corpus: Path, tmp_path: Pat
     # the checkpoint describes itself and loads through the encoder registry
     assert checkpoint["format"] == CHECKPOINT_FORMAT
     assert checkpoint["model_config"] == TINY.open_clip_config()
+    table = checkpoint["token_table"]  # one stored row per trained id, UNK shared
+    assert table["row_of_id"].shape == (CLIP_VOCAB_SIZE,)
+    assert len(table["rows"]) == trained.vocab.size < 200
+    assert "token_embedding.weight" not in checkpoint["state_dict"]
     assert checkpoint["train_args"]["epochs"] == 6 and checkpoint["train_args"]["data"] == "tiny"
     assert checkpoint["corpus"]["videos"] == 3
     assert len(checkpoint["metrics"]["training"]["history"]) == 12
@@ -249,7 +252,7 @@ def test_config_and_checkpoint_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no encoder checkpoint"):
         read_checkpoint(tmp_path / "missing.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(ModelError, match="not a vtr synth encoder checkpoint"):
+    with pytest.raises(ModelError, match="not a vtr encoder checkpoint"):
         read_checkpoint(tmp_path / "other.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="cannot read"):
@@ -263,9 +266,8 @@ def test_shipped_checkpoint_loads_through_the_registry() -> None:
     spec = resolve_encoder("vtr-synth-s")
     path = Path(spec.weights)
     assert path.is_file() and path.parent.name == "models"
-    assert path.stat().st_size < 20 * 2**20
+    assert path.stat().st_size < 8 * 2**20
     checkpoint = read_checkpoint(path)
-    assert checkpoint["model_config"] == inline_model_config("vtr-synth-s")
     assert checkpoint["model_config"] == EncoderConfig().open_clip_config()
     assert checkpoint["tokenizer"]["kind"] == "openai-clip-bpe"
     assert checkpoint["image"]["size"] == 64 and checkpoint["image"]["frames_per_clip"] == 1
@@ -308,6 +310,6 @@ def test_cli_trains_evaluates_and_records(tiny_corpus: Path, tmp_path: Path) -> 
     checkpoint = read_checkpoint(out)
     assert checkpoint["metrics"]["eval"] == summary["eval"]
     assert checkpoint["train_args"]["data"] == [tiny_corpus.name]
-    assert checkpoint["model_config"] == inline_model_config("vtr-synth-s")  # the default
+    assert checkpoint["model_config"] == EncoderConfig().open_clip_config()  # the default
     bad = CliRunner().invoke(app, [*args, "--device", "tpu"])
     assert isinstance(bad.exception, InputError) and "--device must be" in str(bad.exception)
