@@ -59,6 +59,12 @@ def synth(
         float,
         typer.Option("--queries-per-minute", help="Queries per minute of video (>= 1 per video)."),
     ] = 1.2,
+    first_qid: Annotated[
+        int,
+        typer.Option(
+            "--first-qid", min=0, help="First query id (give corpora to combine distinct ranges)."
+        ),
+    ] = 0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a corpus already in --out.")
     ] = False,
@@ -77,6 +83,7 @@ def synth(
             size=(width, height),
             heldout_phrasing=heldout_phrasing,
             queries_per_minute=queries_per_minute,
+            first_qid=first_qid,
             workers=workers,
             overwrite=overwrite,
             progress=bar.update,

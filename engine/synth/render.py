@@ -326,6 +326,7 @@ def generate_corpus(
     size: tuple[int, int] = (128, 96),
     heldout_phrasing: bool = False,
     queries_per_minute: float = 1.2,
+    first_qid: int = 0,
     workers: int = 1,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
@@ -346,6 +347,7 @@ def generate_corpus(
         size=size,
         heldout_phrasing=heldout_phrasing,
         queries_per_minute=queries_per_minute,
+        first_qid=first_qid,
     )
     out_dir = Path(out_dir)
     videos_dir = _prepare_out_dir(out_dir, overwrite)

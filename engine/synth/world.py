@@ -917,13 +917,17 @@ def plan_corpus(
     size: tuple[int, int] = (128, 96),
     heldout_phrasing: bool = False,
     queries_per_minute: float = 1.2,
+    first_qid: int = 0,
 ) -> CorpusPlan:
     """The world of a corpus (videos, events, queries) without rendering anything.
 
     Deterministic per `seed`. The world (videos, events, windows) does not depend on
     `heldout_phrasing`; only the query texts do. `size` is (width, height) in pixels.
+    Query ids count up from `first_qid` (distinct ranges let corpora be combined).
     """
     _check_arguments(n_videos, min_seconds, max_seconds, fps, size)
+    if first_qid < 0:
+        raise InputError(f"first_qid must be >= 0, got {first_qid}")
     if queries_per_minute <= 0:
         raise InputError(f"queries_per_minute must be positive, got {queries_per_minute:g}")
     world_seq, phrase_seq = np.random.SeedSequence(seed).spawn(2)
@@ -946,7 +950,7 @@ def plan_corpus(
             clip_ids, scores = clip_saliency(ev.action, ev.start_s, ev.end_s)
             queries.append(
                 SynthQuery(
-                    qid=len(queries),
+                    qid=first_qid + len(queries),
                     vid=video.vid,
                     text=text,
                     template=template,
@@ -972,6 +976,7 @@ def plan_corpus(
             "fps": fps,
             "size": [size[0], size[1]],
             "queries_per_minute": queries_per_minute,
+            "first_qid": first_qid,
         },
     )
     for video in corpus.videos:

@@ -76,6 +76,9 @@ def test_same_seed_same_world_and_annotations() -> None:
     c = plan_corpus(10, seed=4, min_seconds=20, max_seconds=60)
     assert [q.text for q in c.queries] != [q.text for q in a.queries]
     assert [v.events for v in c.videos] != [v.events for v in a.videos]
+    shifted = plan_corpus(10, seed=3, min_seconds=20, max_seconds=60, first_qid=500)
+    assert [q.qid for q in shifted.queries] == [500 + q.qid for q in a.queries]
+    assert [q.text for q in shifted.queries] == [q.text for q in a.queries]
 
 
 def test_every_query_matches_exactly_its_own_event(big: CorpusPlan) -> None:
@@ -225,6 +228,7 @@ def test_plan_round_trips_through_json_data(small: CorpusPlan) -> None:
         ({"size": (96, 128)}, "aspect"),
         ({"fps": 0.5}, "fps"),
         ({"queries_per_minute": 0}, "queries_per_minute"),
+        ({"first_qid": -1}, "first_qid"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs: dict[str, object], message: str) -> None:
