@@ -230,6 +230,8 @@ def test_upload_ingests_and_stores_under_data_dir(client: TestClient, world: Wor
         f"/v1/collections/{name}/videos", files=[("files", ("copy.mp4", data, "video/mp4"))]
     )
     assert wait_for_job(client, again.json()["id"])["n_skipped"] == 1
+    # the copy is removed right after the job row is final: wait for the job's thread
+    assert client.app.state.vtr.jobs().wait(30.0)  # type: ignore[attr-defined]
     assert sorted(p.name for p in uploads.glob("*/*")).count("copy.mp4") == 0
     # deleting the video deletes the uploaded file
     assert client.delete(f"/v1/videos/{video['id']}").status_code == 200

@@ -202,9 +202,9 @@ def search_click_and_check_the_player(page: DevTools, base: str) -> None:
         assert re.search(r"\d\d:\d\d-\d\d:\d\d", text) and ".mp4" in text
 
     page.evaluate(
-        "window.seekedAt = [];"
-        "document.querySelector('#player').addEventListener('seeked',"
-        " e => window.seekedAt.push(e.target.currentTime))"
+        "window.seekingAt = [];"
+        "document.querySelector('#player').addEventListener('seeking',"
+        " e => window.seekingAt.push(e.target.currentTime))"
     )
     target = page.evaluate(
         """(() => {
@@ -218,8 +218,8 @@ def search_click_and_check_the_player(page: DevTools, base: str) -> None:
     )
     page.click(target["x"], target["y"])
 
-    seeked = page.wait_for("window.seekedAt.length && window.seekedAt[0]", "the seek")
-    assert seeked == pytest.approx(target["start"], abs=0.05)
+    seeking = page.wait_for("window.seekingAt.length && window.seekingAt[0]", "the seek")
+    assert seeking == pytest.approx(target["start"], abs=0.05)
     state = page.wait_for(
         """(() => {
             const p = document.querySelector('#player');
