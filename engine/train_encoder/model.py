@@ -197,7 +197,9 @@ class LevelHeads(nn.Module):
     def action_vectors(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (N, L, D) clips of N windows, mask (N, L) -> (N, D)."""
         keep = mask.unsqueeze(-1).to(x.dtype)  # (N, L, 1)
-        h = self.action_conv((x * keep).transpose(1, 2)).transpose(1, 2)  # (N, L, H)
+        conv1, act1, conv2, act2 = self.action_conv
+        h = act1(conv1((x * keep).transpose(1, 2))) * keep.transpose(1, 2)  # (N, H, L)
+        h = act2(conv2(h)).transpose(1, 2)  # (N, L, H); padding past a window reads as zeros
         mean = (h * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)  # (N, H)
         peak = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)  # (N, H)
         pooled = self.action_pool(x, mask)  # (N, D)
