@@ -120,7 +120,7 @@ def _measure(config: Path, n_queries: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--localizer", choices=["mesm", "similarity"], default="mesm")
+    parser.add_argument("--localizer", choices=["mesm", "similarity", "spans"], default="mesm")
     parser.add_argument("--candidates", type=int, default=20)
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--data-dir", type=Path, help="reuse a corpus across runs")

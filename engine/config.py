@@ -84,7 +84,7 @@ class SearchSettings(_Section):
 
 
 class LocalizerSettings(_Section):
-    name: Literal["similarity", "mesm"] = "similarity"
+    name: Literal["similarity", "mesm", "spans"] = "similarity"
     checkpoint: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_clips: int = Field(default=75, ge=2)

@@ -18,7 +18,7 @@ indexed with that encoder (`[encoder] name = "vtr-synth-s"`, `[levels] strategy 
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +27,13 @@ import torch
 from engine.encoder_checkpoint import read_checkpoint
 from engine.encoder_registry import resolve_encoder
 from engine.errors import InputError, ModelError
-from engine.train_encoder.model import LevelHeads, heads_from_checkpoint
+from engine.train_encoder.model import LevelHeads, gather_ranges, heads_from_checkpoint
 from engine.train_encoder.train import SpanLayout
 from index.levels import (
     LevelParams,
     LevelStrategy,
     LevelVectors,
+    SpanEmbedder,
     action_windows,
     entity_states,
     pooling_levels,
@@ -110,6 +111,22 @@ def apply_heads(
     return out
 
 
+def head_spans(
+    heads: LevelHeads, clips: np.ndarray, ranges: Sequence[tuple[int, int]]
+) -> np.ndarray:
+    """The action head's vectors of any clip ranges of one video -> (N, D) float32."""
+    clips = np.asarray(clips, dtype=np.float32)
+    if clips.ndim != 2 or clips.shape[1] != heads.config.dim:
+        raise InputError(
+            f"the trained level heads take {heads.config.dim}-d clip features, got shape "
+            f"{clips.shape}: index with the heads' encoder or use the pooling strategy"
+        )
+    with torch.inference_mode():
+        x, mask = gather_ranges(torch.from_numpy(clips), ranges)
+        vectors: np.ndarray = heads.action_vectors(x, mask).numpy().astype(np.float32)
+    return vectors
+
+
 def trained_levels_from(checkpoint: Path) -> LevelStrategy:
     """A level strategy using the heads of `checkpoint`."""
     path = Path(checkpoint)
@@ -118,6 +135,16 @@ def trained_levels_from(checkpoint: Path) -> LevelStrategy:
         return apply_heads(load_level_heads(path), clips, duration_s, params)
 
     return strategy
+
+
+def trained_spans_from(checkpoint: Path) -> SpanEmbedder:
+    """The action-span embedding of the heads of `checkpoint`."""
+    path = Path(checkpoint)
+
+    def spans(clips: np.ndarray, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+        return head_spans(load_level_heads(path), clips, ranges)
+
+    return spans
 
 
 def shipped_checkpoint() -> Path:
@@ -130,9 +157,14 @@ def trained_levels(clips: np.ndarray, duration_s: float, params: LevelParams) ->
     return apply_heads(load_level_heads(shipped_checkpoint()), clips, duration_s, params)
 
 
+def trained_spans(clips: np.ndarray, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The `trained` strategy's action vectors of any clip ranges (span localizer)."""
+    return head_spans(load_level_heads(shipped_checkpoint()), clips, ranges)
+
+
 def register_trained_levels(name: str, checkpoint: Path) -> None:
     """Make the heads of `checkpoint` available as level strategy `name`."""
-    register_level_strategy(name, trained_levels_from(checkpoint))
+    register_level_strategy(name, trained_levels_from(checkpoint), trained_spans_from(checkpoint))
 
 
 def as_level_fn(
@@ -146,4 +178,4 @@ def as_level_fn(
     return fn
 
 
-register_level_strategy(TRAINED, trained_levels)
+register_level_strategy(TRAINED, trained_levels, trained_spans)

@@ -10,7 +10,7 @@ registered by name; `pooling` (training-free means of the CLIP clip embeddings) 
 default, and trained level heads register under their own names.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +76,17 @@ def entity_states(clips: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     return runs
 
 
+def mean_spans(clips: np.ndarray, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+    """`pooling`'s action embedding of any clip ranges: normalised means -> (N, D)."""
+    clips = np.asarray(clips, dtype=np.float32)
+    csum = np.concatenate(
+        [np.zeros((1, clips.shape[1])), np.cumsum(clips, axis=0, dtype=np.float64)]
+    )  # (T + 1, D)
+    bounds = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)  # (N, 2)
+    means = (csum[bounds[:, 1]] - csum[bounds[:, 0]]) / (bounds[:, 1] - bounds[:, 0])[:, None]
+    return _normalise(means)
+
+
 def pooling_levels(clips: np.ndarray, duration_s: float, params: LevelParams) -> list[LevelVectors]:
     """Training-free levels: normalised means of clip embeddings over each span."""
     if clips.ndim != 2 or len(clips) == 0:
@@ -91,11 +102,10 @@ def pooling_levels(clips: np.ndarray, duration_s: float, params: LevelParams) ->
         ("entity", entity_states(clips, params.entity_threshold)),
     ):
         bounds = np.array(ranges)  # (n, 2) clip indices
-        vectors = np.stack([clips[s:e].mean(axis=0) for s, e in ranges])
         result.append(
             LevelVectors(
                 level,
-                _normalise(vectors),
+                mean_spans(clips, ranges),
                 _clip_spans(bounds[:, 0], bounds[:, 1], params, duration_s),
             )
         )
@@ -103,12 +113,17 @@ def pooling_levels(clips: np.ndarray, duration_s: float, params: LevelParams) ->
 
 
 LevelStrategy = Callable[[np.ndarray, float, LevelParams], list[LevelVectors]]
+# (T, D) clips and [start, end) clip ranges -> (N, D) action vectors of those ranges
+SpanEmbedder = Callable[[np.ndarray, Sequence[tuple[int, int]]], np.ndarray]
 _STRATEGIES: dict[str, LevelStrategy] = {"pooling": pooling_levels}
+_SPAN_EMBEDDERS: dict[str, SpanEmbedder] = {"pooling": mean_spans}
 
 
-def register_level_strategy(name: str, strategy: LevelStrategy) -> None:
-    """Make a level strategy (e.g. a trained head) available by name."""
+def register_level_strategy(name: str, strategy: LevelStrategy, spans: SpanEmbedder) -> None:
+    """Make a level strategy (e.g. trained heads) available by name, with the function
+    that embeds any clip range as its action level does (the span localizer uses it)."""
     _STRATEGIES[name] = strategy
+    _SPAN_EMBEDDERS[name] = spans
 
 
 def level_strategy(name: str) -> LevelStrategy:
@@ -121,3 +136,9 @@ def level_strategy(name: str) -> LevelStrategy:
         raise InputError(
             f"unknown level strategy {name!r}; known: {', '.join(sorted(_STRATEGIES))}"
         ) from e
+
+
+def action_span_embedder(name: str) -> SpanEmbedder:
+    """How strategy `name` embeds an arbitrary clip range at the action level."""
+    level_strategy(name)  # loads or rejects the name
+    return _SPAN_EMBEDDERS[name]

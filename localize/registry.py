@@ -2,6 +2,8 @@
 
 - `similarity`: training-free (text-clip cosine curve -> moment proposals).
 - `mesm`: MESM from a checkpoint (vtr's own, or an official one).
+- `spans`: multi-length spans embedded by the level strategy's action embedding
+  (`LocalizerOptions.span_embedder`), scored by cosine with the query.
 Both are wrapped in long-video windowing, so a video longer than `max_clips` is
 localized in overlapping windows anywhere in it.
 """
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 from localize.similarity import SimilarityLocalizer
+from localize.spans import SpanEmbedder, SpanLocalizer
 from localize.types import Localizer
 from localize.windowing import WindowedLocalizer
 
@@ -24,6 +27,7 @@ class LocalizerOptions:
     overlap_clips: int = 15
     max_windows: int = 16
     nms_iou: float = 0.5
+    span_embedder: SpanEmbedder | None = None  # `spans`: the collection's action embedding
 
 
 def _similarity(options: LocalizerOptions) -> Localizer:
@@ -44,6 +48,12 @@ def _mesm(options: LocalizerOptions) -> Localizer:
     return MesmLocalizer.from_checkpoint(path, device=options.device, nms_iou=options.nms_iou)
 
 
+def _spans(options: LocalizerOptions) -> Localizer:
+    if options.span_embedder is None:
+        raise ConfigError("localizer.name = 'spans' needs the level strategy's span embedding")
+    return SpanLocalizer(options.span_embedder, nms_iou=options.nms_iou)
+
+
 MODELS_DIR = Path(__file__).parent / "models"
 
 
@@ -56,6 +66,7 @@ def shipped_mesm_checkpoint(encoder: str) -> Path | None:
 LOCALIZERS: dict[str, Callable[[LocalizerOptions], Localizer]] = {
     "similarity": _similarity,
     "mesm": _mesm,
+    "spans": _spans,
 }
 
 

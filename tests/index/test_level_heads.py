@@ -22,8 +22,10 @@ from index.level_heads import (
     span_layout,
     trained_levels,
     trained_levels_from,
+    trained_spans,
+    trained_spans_from,
 )
-from index.levels import LevelParams, level_strategy, pooling_levels
+from index.levels import LevelParams, action_span_embedder, level_strategy, pooling_levels
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,6 +53,23 @@ def test_trained_strategy_is_registered_and_matches_the_pooling_layout() -> None
         assert not np.allclose(trained[0].vectors, pooled[0].vectors, atol=1e-3)  # heads act
 
 
+def test_trained_spans_are_the_action_head_on_any_range() -> None:
+    assert action_span_embedder("trained") is trained_spans
+    params = LevelParams()
+    clips = _clips(21)
+    (_, action, _) = trained_levels(clips, 42.0, params)
+    windows = clip_ranges(clips, params)["action"]
+    np.testing.assert_allclose(trained_spans(clips, windows), action.vectors, atol=1e-6)
+    odd = [(0, 1), (3, 12), (20, 21), (0, 21)]  # lengths the index never uses
+    vectors = trained_spans(clips, odd)
+    assert vectors.shape == (4, 128) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    # each range alone gives the same vector as in a batch (padding does not leak)
+    np.testing.assert_allclose(trained_spans(clips, [(3, 12)])[0], vectors[1], atol=1e-6)
+    with pytest.raises(InputError, match="take 128-d clip features"):
+        trained_spans(_clips(15, dim=64), [(0, 4)])
+
+
 def test_untrained_heads_equal_mean_pooling() -> None:
     torch.manual_seed(0)
     heads = LevelHeads(HeadConfig(dim=128, hidden=32)).eval()
@@ -72,6 +91,8 @@ def test_bad_inputs(tmp_path: Path) -> None:
         trained_levels(np.zeros((0, 128), np.float32), 1.0, LevelParams())
     with pytest.raises(ModelError, match="no encoder checkpoint"):
         trained_levels_from(tmp_path / "none.pt")(_clips(15), 30.0, LevelParams())
+    with pytest.raises(ModelError, match="no encoder checkpoint"):
+        trained_spans_from(tmp_path / "none.pt")(_clips(15), [(0, 4)])
 
 
 def test_shipped_heads_load_once() -> None:

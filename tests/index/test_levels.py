@@ -6,9 +6,11 @@ import pytest
 from engine.errors import InputError
 from index.levels import (
     LevelParams,
+    action_span_embedder,
     action_windows,
     entity_states,
     level_strategy,
+    mean_spans,
     pooling_levels,
 )
 
@@ -52,9 +54,22 @@ def test_pooling_levels_vectors_and_spans() -> None:
         assert len(lv.vectors) == len(lv.spans_s)
 
 
+def test_mean_spans_is_pooling_on_any_range() -> None:
+    clips = _states([0, 0, 0, 1, 1, 2, 2, 2, 2, 0])
+    (_, action, entity) = pooling_levels(clips, 20.0, LevelParams())
+    np.testing.assert_allclose(mean_spans(clips, [(0, 4), (2, 6)]), action.vectors[:2], rtol=1e-5)
+    np.testing.assert_allclose(mean_spans(clips, [(0, 3), (3, 5)]), entity.vectors[:2], rtol=1e-5)
+    odd = mean_spans(clips, [(4, 9)])[0]
+    expected = clips[4:9].mean(axis=0)
+    np.testing.assert_allclose(odd, expected / np.linalg.norm(expected), rtol=1e-5)
+
+
 def test_registry_and_bad_input() -> None:
     assert level_strategy("pooling") is pooling_levels
+    assert action_span_embedder("pooling") is mean_spans
     with pytest.raises(InputError, match="unknown level strategy 'x'; known: pooling"):
         level_strategy("x")
+    with pytest.raises(InputError, match="unknown level strategy 'x'"):
+        action_span_embedder("x")
     with pytest.raises(InputError):
         pooling_levels(np.zeros((0, 4), np.float32), 1.0, LevelParams())

@@ -1,0 +1,111 @@
+"""Span localizer: every span of a video embedded like an action window, scored against the query.
+
+Stage 1 embeds fixed action windows (`[levels] action_window_clips`, e.g. 8 s) with the
+collection's level strategy. This localizer embeds, with the same function, every span
+of each length in `lengths_clips` (stride `stride_clips`) of a candidate video, and
+scores each span by its cosine with the query's sentence embedding, so moments take
+the length of the event instead of the window's and scores stay comparable across
+videos. With the `trained` level strategy the spans go through the trained action head;
+with `pooling` a span is the normalised mean of its clips (`index.levels.action_span_embedder`
+gives the function for a strategy). The best `max_proposals`
+spans go through NMS; the saliency of a clip is the best score of a span holding it.
+Cost per video of T clips: about T x len(lengths_clips) / stride spans, one batched call.
+
+    loc = SpanLocalizer(action_span_embedder("pooling"))
+    [answer] = loc.localize(query, [video], top_k=5)
+"""
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from engine.errors import InputError
+from localize.postprocess import nms
+from localize.types import Moment, QueryText, VideoClips, VideoMoments
+
+# (T, D) clips and [start, end) clip ranges -> (N, D) L2-normalised span vectors
+SpanEmbedder = Callable[[np.ndarray, Sequence[tuple[int, int]]], np.ndarray]
+
+
+def span_ranges(n_clips: int, lengths: Sequence[int], stride: int) -> list[tuple[int, int]]:
+    """Every [start, end) span of each length, longest first (stride `stride`, the last
+    one flush with the end); a video shorter than every length gives the whole video."""
+    ranges: list[tuple[int, int]] = []
+    for length in sorted(set(lengths), reverse=True):  # longest first: they win ties
+        if length > n_clips:
+            continue
+        starts = list(range(0, n_clips - length + 1, stride))
+        if starts[-1] != n_clips - length:
+            starts.append(n_clips - length)
+        ranges.extend((s, s + length) for s in starts)
+    return ranges or [(0, n_clips)]
+
+
+class SpanLocalizer:
+    """`Localizer` scoring multi-length spans with the collection's span embedding."""
+
+    name = "spans"
+
+    def __init__(
+        self,
+        embed: SpanEmbedder,
+        lengths_clips: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32),
+        stride_clips: int = 1,
+        nms_iou: float = 0.5,
+        max_proposals: int = 256,
+    ) -> None:
+        if not lengths_clips or any(n < 1 for n in lengths_clips):
+            raise InputError(f"lengths_clips must be >= 1, got {tuple(lengths_clips)}")
+        if stride_clips < 1:
+            raise InputError(f"stride_clips must be >= 1, got {stride_clips}")
+        if not 0.0 <= nms_iou <= 1.0:
+            raise InputError(f"nms_iou must be in [0, 1], got {nms_iou}")
+        if max_proposals < 1:
+            raise InputError(f"max_proposals must be >= 1, got {max_proposals}")
+        self.embed = embed
+        self.lengths_clips = tuple(lengths_clips)
+        self.stride_clips = stride_clips
+        self.nms_iou = nms_iou
+        self.max_proposals = max_proposals
+
+    def localize(
+        self, query: QueryText, videos: Sequence[VideoClips], top_k: int
+    ) -> list[VideoMoments]:
+        if top_k < 0:
+            raise InputError(f"top_k must be >= 0, got {top_k}")
+        sentence = np.asarray(query.sentence, dtype=np.float32).reshape(-1)  # (D,)
+        norm = float(np.linalg.norm(sentence))
+        if norm == 0.0 or not np.isfinite(norm):
+            raise InputError("the query's sentence embedding is zero or not finite")
+        return [self._one(sentence / norm, video, top_k) for video in videos]
+
+    def _one(self, sentence: np.ndarray, video: VideoClips, top_k: int) -> VideoMoments:
+        clips = np.asarray(video.clips, dtype=np.float32)  # (T, D)
+        if clips.ndim != 2 or clips.shape[1] != sentence.shape[0]:
+            raise InputError(
+                f"video {video.video_id}: clips of shape {clips.shape} do not match "
+                f"a {sentence.shape[0]}-d query"
+            )
+        n = len(clips)
+        if n == 0:
+            return VideoMoments(video.video_id, [], np.zeros(0, np.float32))
+        ranges = span_ranges(n, self.lengths_clips, self.stride_clips)
+        scores = self.embed(clips, ranges) @ sentence  # (P,)
+        spans = np.asarray(ranges)  # (P, 2)
+        saliency = np.full(n, -np.inf, np.float32)
+        for (s, e), score in zip(ranges, scores, strict=True):
+            saliency[s:e] = np.maximum(saliency[s:e], score)
+        if top_k == 0:
+            return VideoMoments(video.video_id, [], saliency)
+        best = np.argsort(-scores, kind="stable")[: self.max_proposals]
+        cs = video.clip_seconds
+        end_cap = video.duration_s if video.duration_s > 0 else n * cs
+        moments = [
+            Moment(
+                float(spans[i, 0] * cs),
+                float(min(spans[i, 1] * cs, max(end_cap, spans[i, 0] * cs))),
+                float(scores[i]),
+            )
+            for i in best
+        ]
+        return VideoMoments(video.video_id, nms(moments, self.nms_iou, top_k), saliency)
