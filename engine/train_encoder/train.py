@@ -31,7 +31,7 @@ written atomically (`engine.encoder_checkpoint.save_checkpoint`).
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,9 @@ class TrainConfig:
     contrastive_start: float = 0.4  # stage 1: share of steps on the concept losses alone
     contrastive_warmup: float = 0.1  # stage 1: share of steps over which contrast ramps up
     grad_clip: float = 1.0  # max global gradient norm; 0: no clipping
+    # stage 2: action spans of these lengths (clips; stride half the length) beside the
+    # index's windows, so the action head ranks spans of any length (span localizer)
+    head_span_lengths: tuple[int, ...] = (1, 2, 3, 6, 8)
     seed: int = 0
     device: str = "auto"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -382,6 +385,17 @@ def _mean_parts(parts: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(float(np.mean([p[k] for p in parts])), 4) for k in parts[0]}
 
 
+def with_spans(
+    layout: dict[str, list[tuple[int, int]]], n_clips: int, lengths: Sequence[int]
+) -> dict[str, list[tuple[int, int]]]:
+    """A video's layout with extra action spans of each length (stride half the length)."""
+    spans = set(layout["action"])
+    for length in lengths:
+        step = max(1, length // 2)
+        spans.update((s, s + length) for s in range(0, n_clips - length + 1, step))
+    return layout | {"action": sorted(spans)}
+
+
 def train_encoder(
     corpus: TrainingCorpus,
     out: Path,
@@ -466,7 +480,7 @@ def train_encoder(
     first_rows = [vc.first_row for vc in corpus.videos]
     n_clips = [vc.n_clips for vc in corpus.videos]
     layouts = [
-        layout.spans(features[a : a + n].cpu().numpy())
+        with_spans(layout.spans(features[a : a + n].cpu().numpy()), n, config.head_span_lengths)
         for a, n in zip(first_rows, n_clips, strict=True)
     ]
     seconds["features"] = time.perf_counter() - t0

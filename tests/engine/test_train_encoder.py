@@ -47,6 +47,7 @@ from engine.train_encoder.train import (
     stage1_loss,
     stage2_loss,
     train_encoder,
+    with_spans,
 )
 
 TINY = EncoderConfig(
@@ -144,6 +145,16 @@ def test_cached_pixels_are_ingest_pixels(tiny_corpus: Path, tmp_path: Path) -> N
     again = TrainingCorpus.load(tiny_corpus, image_transform(TINY), cache_dir=tmp_path)
     assert isinstance(again.caches[0].frames, np.memmap)
     np.testing.assert_array_equal(again.caches[0].frames, corpus.caches[0].frames)
+
+
+def test_head_training_sees_spans_of_every_length() -> None:
+    layout = {"action": [(0, 4), (2, 6), (4, 8), (6, 10)], "entity": [(0, 10)]}
+    wider = with_spans(layout, 10, (1, 6))
+    assert wider["entity"] == layout["entity"]
+    assert set(layout["action"]) <= set(wider["action"])
+    assert [(s, e) for s, e in wider["action"] if e - s == 6] == [(0, 6), (3, 9)]
+    assert sum(e - s == 1 for s, e in wider["action"]) == 10
+    assert with_spans(layout, 10, (12,))["action"] == layout["action"]
 
 
 def test_batches_say_what_fits_what(tiny_corpus: Path, tmp_path: Path) -> None:
