@@ -27,7 +27,7 @@ import torch
 from engine.encoder_checkpoint import read_checkpoint
 from engine.encoder_registry import resolve_encoder
 from engine.errors import InputError, ModelError
-from engine.train_encoder.model import LevelHeads, gather_ranges, heads_from_checkpoint
+from engine.train_encoder.model import LevelHeads, heads_from_checkpoint
 from engine.train_encoder.train import SpanLayout
 from index.levels import (
     LevelParams,
@@ -121,9 +121,20 @@ def head_spans(
             f"the trained level heads take {heads.config.dim}-d clip features, got shape "
             f"{clips.shape}: index with the heads' encoder or use the pooling strategy"
         )
+    bounds = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)  # (N, 2)
+    if len(bounds) and not ((bounds[:, 0] >= 0) & (bounds[:, 0] < bounds[:, 1])).all():
+        raise InputError("clip ranges must satisfy 0 <= start < end")
+    if len(bounds) and bounds[:, 1].max() > len(clips):
+        raise InputError(f"clip ranges past the video's {len(clips)} clips")
+    lengths = bounds[:, 1] - bounds[:, 0]
+    vectors = np.zeros((len(bounds), clips.shape[1]), np.float32)
+    x_all = torch.from_numpy(clips)
     with torch.inference_mode():
-        x, mask = gather_ranges(torch.from_numpy(clips), ranges)
-        vectors: np.ndarray = heads.action_vectors(x, mask).numpy().astype(np.float32)
+        for length in np.unique(lengths):  # equal lengths batch without padding
+            rows = np.flatnonzero(lengths == length)
+            index = torch.from_numpy(bounds[rows, :1] + np.arange(length))  # (n, L)
+            mask = torch.ones(index.shape, dtype=torch.bool)
+            vectors[rows] = heads.action_vectors(x_all[index], mask).numpy()
     return vectors
 
 

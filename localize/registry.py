@@ -4,8 +4,8 @@
 - `mesm`: MESM from a checkpoint (vtr's own, or an official one).
 - `spans`: multi-length spans embedded by the level strategy's action embedding
   (`LocalizerOptions.span_embedder`), scored by cosine with the query.
-Both are wrapped in long-video windowing, so a video longer than `max_clips` is
-localized in overlapping windows anywhere in it.
+`similarity` and `mesm` are wrapped in long-video windowing, so a video longer than
+`max_clips` is localized in overlapping windows anywhere in it; `spans` takes any length.
 """
 
 from collections.abc import Callable
@@ -79,6 +79,8 @@ def create_localizer(name: str, options: LocalizerOptions) -> Localizer:
             f"unknown localizer {name!r}; known: {', '.join(sorted(LOCALIZERS))}"
         ) from e
     inner = factory(options)
+    if isinstance(inner, SpanLocalizer):
+        return inner  # linear in the video's length: no windows needed
     max_clips = getattr(getattr(inner, "config", None), "max_v_l", options.max_clips)
     return WindowedLocalizer(
         inner,

@@ -2,14 +2,16 @@
 
 Stage 1 embeds fixed action windows (`[levels] action_window_clips`, e.g. 8 s) with the
 collection's level strategy. This localizer embeds, with the same function, every span
-of each length in `lengths_clips` (stride `stride_clips`) of a candidate video, and
+of each length in `lengths_clips` (starting every `stride_fraction` of the length, at
+least every clip) of a candidate video, and
 scores each span by its cosine with the query's sentence embedding, so moments take
 the length of the event instead of the window's and scores stay comparable across
 videos. With the `trained` level strategy the spans go through the trained action head;
 with `pooling` a span is the normalised mean of its clips (`index.levels.action_span_embedder`
 gives the function for a strategy). The best `max_proposals`
 spans go through NMS; the saliency of a clip is the best score of a span holding it.
-Cost per video of T clips: about T x len(lengths_clips) / stride spans, one batched call.
+Cost: linear in the video's length (about T / max(1, stride_fraction x L) spans of each
+length L); no long-video windowing is needed.
 
     loc = SpanLocalizer(action_span_embedder("pooling"))
     [answer] = loc.localize(query, [video], top_k=5)
@@ -27,13 +29,17 @@ from localize.types import Moment, QueryText, VideoClips, VideoMoments
 SpanEmbedder = Callable[[np.ndarray, Sequence[tuple[int, int]]], np.ndarray]
 
 
-def span_ranges(n_clips: int, lengths: Sequence[int], stride: int) -> list[tuple[int, int]]:
-    """Every [start, end) span of each length, longest first (stride `stride`, the last
-    one flush with the end); a video shorter than every length gives the whole video."""
+def span_ranges(
+    n_clips: int, lengths: Sequence[int], stride_fraction: float
+) -> list[tuple[int, int]]:
+    """[start, end) spans of each length L, longest first, starting every
+    max(1, int(stride_fraction x L)) clips, the last one flush with the end; a video
+    shorter than every length gives the whole video."""
     ranges: list[tuple[int, int]] = []
     for length in sorted(set(lengths), reverse=True):  # longest first: they win ties
         if length > n_clips:
             continue
+        stride = max(1, int(stride_fraction * length))
         starts = list(range(0, n_clips - length + 1, stride))
         if starts[-1] != n_clips - length:
             starts.append(n_clips - length)
@@ -50,21 +56,21 @@ class SpanLocalizer:
         self,
         embed: SpanEmbedder,
         lengths_clips: Sequence[int] = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32),
-        stride_clips: int = 1,
+        stride_fraction: float = 0.25,
         nms_iou: float = 0.5,
         max_proposals: int = 256,
     ) -> None:
         if not lengths_clips or any(n < 1 for n in lengths_clips):
             raise InputError(f"lengths_clips must be >= 1, got {tuple(lengths_clips)}")
-        if stride_clips < 1:
-            raise InputError(f"stride_clips must be >= 1, got {stride_clips}")
+        if not 0.0 <= stride_fraction <= 1.0:
+            raise InputError(f"stride_fraction must be in [0, 1], got {stride_fraction}")
         if not 0.0 <= nms_iou <= 1.0:
             raise InputError(f"nms_iou must be in [0, 1], got {nms_iou}")
         if max_proposals < 1:
             raise InputError(f"max_proposals must be >= 1, got {max_proposals}")
         self.embed = embed
         self.lengths_clips = tuple(lengths_clips)
-        self.stride_clips = stride_clips
+        self.stride_fraction = stride_fraction
         self.nms_iou = nms_iou
         self.max_proposals = max_proposals
 
@@ -89,7 +95,7 @@ class SpanLocalizer:
         n = len(clips)
         if n == 0:
             return VideoMoments(video.video_id, [], np.zeros(0, np.float32))
-        ranges = span_ranges(n, self.lengths_clips, self.stride_clips)
+        ranges = span_ranges(n, self.lengths_clips, self.stride_fraction)
         scores = self.embed(clips, ranges) @ sentence  # (P,)
         spans = np.asarray(ranges)  # (P, 2)
         saliency = np.full(n, -np.inf, np.float32)

@@ -37,14 +37,17 @@ def test_is_a_localizer() -> None:
 
 
 def test_span_ranges() -> None:
-    ranges = span_ranges(10, (4, 2), stride=3)
-    assert ranges == [(0, 4), (3, 7), (6, 10), (0, 2), (3, 5), (6, 8), (8, 10)]
-    assert span_ranges(3, (4, 8), stride=1) == [(0, 3)]  # shorter than every length
-    every = span_ranges(7, (1, 2, 3), stride=1)
+    ranges = span_ranges(10, (4, 2), stride_fraction=0.75)
+    assert ranges == [(0, 4), (3, 7), (6, 10), (0, 2), (1, 3), (2, 4)] + [
+        (s, s + 2) for s in range(3, 9)
+    ]
+    assert span_ranges(10, (8,), 0.25) == [(0, 8), (2, 10)]
+    assert span_ranges(3, (4, 8), 0.25) == [(0, 3)]  # shorter than every length
+    every = span_ranges(7, (1, 2, 3), stride_fraction=0.0)
     assert len(every) == len(set(every)) == 7 + 6 + 5
 
 
-@pytest.mark.parametrize("span", [(0, 3), (20, 26), (37, 45), (45, 50), (12, 13)])
+@pytest.mark.parametrize("span", [(0, 3), (20, 26), (38, 46), (45, 50), (12, 13)])
 def test_finds_the_planted_span_exactly(span: tuple[int, int]) -> None:
     query, video = query_and_video(span[0] + 1, 50, span)
     (answer,) = SpanLocalizer(mean_spans).localize(query, [video], top_k=5)
@@ -101,7 +104,7 @@ def test_bad_inputs() -> None:
     for kwargs, message in (
         ({"lengths_clips": ()}, "lengths_clips"),
         ({"lengths_clips": (0, 2)}, "lengths_clips"),
-        ({"stride_clips": 0}, "stride_clips"),
+        ({"stride_fraction": -0.5}, "stride_fraction"),
         ({"nms_iou": 1.5}, "nms_iou"),
         ({"max_proposals": 0}, "max_proposals"),
     ):
@@ -109,7 +112,7 @@ def test_bad_inputs() -> None:
             SpanLocalizer(mean_spans, **kwargs)  # type: ignore[arg-type]
 
 
-def test_registry_builds_it_windowed_for_long_videos() -> None:
+def test_registry_builds_it_for_videos_of_any_length() -> None:
     query, video = query_and_video(4, 200, (150, 156))  # 400 s: several windows
     loc = create_localizer("spans", LocalizerOptions(span_embedder=mean_spans, max_clips=75))
     (answer,) = loc.localize(query, [video], top_k=3)
