@@ -118,7 +118,7 @@ _BUILTIN: tuple[EncoderSpec, ...] = (
         "",
         str(SHIPPED_MODELS_DIR / "vtr-synth-s.pt"),
         max_text_tokens=0,
-        description="128-d CLIP trained on the vtr synth world (64 px ResNet, 4-layer text)",
+        description="128-d CLIP trained on the vtr synth world (96 px ResNet, 4-layer text)",
     ),
 )
 

@@ -255,7 +255,7 @@ def train_encoder_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     image_size: Annotated[
         int | None,
-        typer.Option(min=32, help="Image tower input size (px); default: vtr-synth-s's (64)."),
+        typer.Option(min=32, help="Image tower input size (px); default: vtr-synth-s's (96)."),
     ] = None,
     eval_data: Annotated[
         Path | None,

@@ -1,7 +1,7 @@
 """The vtr-synth encoder: a small open_clip CLIP, its level heads, and checkpoint I/O.
 
 The image tower is open_clip's ModifiedResNet (CLIP's RN: conv stem, bottleneck stages,
-attention pooling) at 64 px, or a ViT; the text tower open_clip's causal transformer read
+attention pooling) at 96 px, or a ViT; the text tower open_clip's causal transformer read
 by the standard CLIP BPE tokenizer. Training uses a reduced token
 table: one row per BPE id the training sentences can contain plus one shared UNK row
 (`TokenVocab`); the checkpoint stores these rows and CLIP's id -> row map
@@ -61,7 +61,7 @@ CONCEPT_SCALE = 10.0
 class EncoderConfig:
     """Sizes of the CLIP model (the open_clip config is derived from these)."""
 
-    image_size: int = 64
+    image_size: int = 96
     vision: str = "resnet"  # "resnet": open_clip's ModifiedResNet; "vit": VisionTransformer
     vision_width: int = 16  # resnet: stem width (stage widths x4, x8, x16, x32); vit: width
     vision_layers: int = 1  # resnet: blocks per stage (4 stages); vit: transformer layers

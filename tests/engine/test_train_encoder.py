@@ -281,13 +281,13 @@ def test_shipped_checkpoint_loads_through_the_registry() -> None:
     checkpoint = read_checkpoint(path)
     assert checkpoint["model_config"] == EncoderConfig().open_clip_config()
     assert checkpoint["tokenizer"]["kind"] == "openai-clip-bpe"
-    assert checkpoint["image"]["size"] == 64 and checkpoint["image"]["frames_per_clip"] == 1
+    assert checkpoint["image"]["size"] == 96 and checkpoint["image"]["frames_per_clip"] == 1
     assert {"pooling", "trained"} <= set(checkpoint["metrics"]["eval"])
     assert checkpoint["train_args"]["seed"] == 0
 
     encoder = create_encoder("vtr-synth-s", "cpu")
     assert (encoder.embed_dim, encoder.token_dim, encoder.context_length) == (128, 128, 32)
-    assert encoder.image_size == 64
+    assert encoder.image_size == 96
     frames = np.random.default_rng(0).integers(0, 256, (3, 96, 128, 3), dtype=np.uint8)
     images = encoder.encode_images(encoder.preprocess(frames))
     assert images.shape == (3, 128)
