@@ -5,9 +5,10 @@
 3. runs a handful of its queries and prints the top moments beside the ground truth,
 4. evaluates every query through the two-stage search (`vtr eval corpus`).
 It uses vtr's own small encoder trained on the generated world (`vtr-synth-s`) with its
-trained level heads and the MESM checkpoint shipped for it when the package has them;
-otherwise it says so and runs the same steps with the random-weight test encoder and the
-similarity localizer, whose scores then mean nothing. Everything is left in `--data-dir`.
+trained level heads, and the MESM checkpoint shipped for it when there is one, else the
+span localizer on those heads; without the encoder it says so and runs the same steps
+with the random-weight test encoder and the similarity localizer, whose scores then mean
+nothing. Everything is left in `--data-dir`.
 """
 
 import shutil
@@ -38,12 +39,13 @@ SHOWN_QUERIES = 5
 
 def _demo_settings(base: Settings, data_dir: Path, encoder: str) -> Settings:
     checkpoint = shipped_mesm_checkpoint(encoder)
-    localizer = base.localizer.model_copy(
-        update={"name": "mesm", "checkpoint": str(checkpoint)}
-        if checkpoint is not None
-        else {"name": "similarity"}
-    )
-    strategy = "trained" if encoder == TRAINED_ENCODER else base.levels.strategy
+    trained = encoder == TRAINED_ENCODER
+    if checkpoint is not None:
+        update = {"name": "mesm", "checkpoint": str(checkpoint)}
+    else:  # the trained heads' spans, or the training-free curve for random weights
+        update = {"name": "spans" if trained else "similarity"}
+    localizer = base.localizer.model_copy(update=update)
+    strategy = "trained" if trained else base.levels.strategy
     return base.model_copy(
         update={
             "levels": base.levels.model_copy(update={"strategy": strategy}),
