@@ -27,7 +27,7 @@ import torch
 from engine.encoder_checkpoint import read_checkpoint
 from engine.encoder_registry import resolve_encoder
 from engine.errors import InputError, ModelError
-from engine.train_encoder.model import LevelHeads, heads_from_checkpoint
+from engine.train_encoder.model import SHORTEST_FAST_SPAN, LevelHeads, heads_from_checkpoint
 from engine.train_encoder.train import SpanLayout
 from index.levels import (
     LevelParams,
@@ -114,7 +114,9 @@ def apply_heads(
 def head_spans(
     heads: LevelHeads, clips: np.ndarray, ranges: Sequence[tuple[int, int]]
 ) -> np.ndarray:
-    """The action head's vectors of any clip ranges of one video -> (N, D) float32."""
+    """The action head's vectors of any clip ranges of one video -> (N, D) float32: spans
+    of `SHORTEST_FAST_SPAN` clips or more in one pass over the video, shorter ones in one
+    padded batch."""
     clips = np.asarray(clips, dtype=np.float32)
     if clips.ndim != 2 or clips.shape[1] != heads.config.dim:
         raise InputError(
@@ -130,11 +132,16 @@ def head_spans(
     vectors = np.zeros((len(bounds), clips.shape[1]), np.float32)
     x_all = torch.from_numpy(clips)
     with torch.inference_mode():
-        for length in np.unique(lengths):  # equal lengths batch without padding
-            rows = np.flatnonzero(lengths == length)
-            index = torch.from_numpy(bounds[rows, :1] + np.arange(length))  # (n, L)
-            mask = torch.ones(index.shape, dtype=torch.bool)
-            vectors[rows] = heads.action_vectors(x_all[index], mask).numpy()
+        fast = np.flatnonzero(lengths >= SHORTEST_FAST_SPAN)
+        if len(fast):
+            span = torch.from_numpy(bounds[fast])
+            vectors[fast] = heads.action_span_vectors(x_all, span[:, 0], span[:, 1]).numpy()
+        short = np.flatnonzero(lengths < SHORTEST_FAST_SPAN)
+        if len(short):  # one padded batch: the head masks what lies past a span's end
+            offsets = np.arange(lengths[short].max())
+            index = np.minimum(bounds[short, :1] + offsets, len(clips) - 1)
+            mask = torch.from_numpy(offsets < lengths[short, None])
+            vectors[short] = heads.action_vectors(x_all[torch.from_numpy(index)], mask).numpy()
     return vectors
 
 

@@ -55,6 +55,7 @@ LEVEL_NAMES = ("global", "action", "entity")
 # Concept classifiers read unit vectors times this: a linear head on unit vectors needs
 # large weights for confident logits, which Adam only reaches after many steps.
 CONCEPT_SCALE = 10.0
+SHORTEST_FAST_SPAN = 4  # action_span_vectors: from here no span edge meets another
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,64 @@ class LevelHeads(nn.Module):
         pooled = self.action_pool(x, mask)  # (N, D)
         return F.normalize(pooled + self.action_out(torch.cat([mean, peak], dim=-1)), dim=-1)
 
+    def action_span_vectors(
+        self, clips: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
+    ) -> torch.Tensor:
+        """`action_vectors` of many [start, end) spans of one video's clips (T, D), each
+        span at least `SHORTEST_FAST_SPAN` clips -> (N, D); in O(T + N) instead of
+        O(sum of lengths).
+
+        Inside a span the two convolutions see zeros past its ends, so only its first two
+        and last two positions differ from the convolution over the whole video: those
+        come from per-position edge variants, the rest from prefix sums (mean), a sparse
+        max table (peak) and prefix sums of the attention weights (pooled vector).
+        """
+        conv1, act1, conv2, act2 = self.action_conv
+        assert isinstance(conv1, nn.Conv1d) and isinstance(conv2, nn.Conv1d)
+        assert conv1.bias is not None and conv2.bias is not None
+
+        def taps(conv: nn.Conv1d, v: torch.Tensor) -> list[torch.Tensor]:
+            """v (T, C) through each of the kernel's three taps -> 3 x (T, H)."""
+            out, width, _ = conv.weight.shape
+            stacked = conv.weight.permute(1, 2, 0).reshape(width, 3 * out)  # (C, 3H)
+            return list((v @ stacked).view(len(v), 3, out).unbind(1))
+
+        def shift(v: torch.Tensor, by: int) -> torch.Tensor:  # row t = v[t + by], or zeros
+            out = torch.zeros_like(v)
+            if by > 0:
+                out[:-by] = v[by:]
+            else:
+                out[-by:] = v[:by]
+            return out
+
+        a0, a1, a2 = taps(conv1, clips)
+        h1 = act1(shift(a0, -1) + a1 + shift(a2, 1) + conv1.bias)  # (T, H), whole video
+        h1_first = act1(a1 + shift(a2, 1) + conv1.bias)  # at a span's first clip
+        h1_last = act1(shift(a0, -1) + a1 + conv1.bias)  # at a span's last clip
+        b0, b1, b2 = taps(conv2, h1)
+        f0, f1, _ = taps(conv2, h1_first)
+        _, l1, l2 = taps(conv2, h1_last)
+        h2 = act2(shift(b0, -1) + b1 + shift(b2, 1) + conv2.bias)  # (T, H), whole video
+        bias = conv2.bias
+        first = torch.stack(  # by a span's first clip s: its outputs at s and s + 1
+            [act2(f1 + shift(b2, 1) + bias), act2(f0 + shift(b1, 1) + shift(b2, 2) + bias)], 1
+        )
+        last = torch.stack(  # by a span's last clip t: its outputs at t and t - 1
+            [act2(shift(b0, -1) + l1 + bias), act2(shift(b0, -2) + shift(b1, -1) + l2 + bias)], 1
+        )
+        edges = torch.cat([first[starts], last[ends - 1]], 1)  # (N, 4, H)
+        prefix = F.pad(h2.double().cumsum(0), (0, 0, 1, 0))  # (T + 1, H)
+        inner = (prefix[ends - 2] - prefix[starts + 2]).to(h2.dtype)  # (N, H)
+        mean = (inner + edges.sum(1)) / (ends - starts).to(h2.dtype)[:, None]
+        peak = torch.maximum(edges.amax(1), _range_max(h2, starts + 2, ends - 2))
+        scores = self.action_pool.score(clips).squeeze(-1).double()  # (T,)
+        weights = torch.exp(scores - scores.max())
+        mass = F.pad(weights.cumsum(0), (1, 0))  # (T + 1,)
+        moment = F.pad((weights[:, None] * clips.double()).cumsum(0), (0, 0, 1, 0))  # (T + 1, D)
+        pooled = (moment[ends] - moment[starts]) / (mass[ends] - mass[starts])[:, None]
+        pooled = pooled.to(clips.dtype)
+        return F.normalize(pooled + self.action_out(torch.cat([mean, peak], dim=-1)), dim=-1)
+
     def entity_vectors(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (N, L, D) clips of N visual states, mask (N, L) -> (N, D)."""
         pooled = self.entity_pool(x, mask)  # (N, D)
@@ -225,6 +284,24 @@ class LevelHeads(nn.Module):
             "action": self.action_vectors(x_w, m_w),  # (windows, D)
             "entity": self.entity_vectors(x_s, m_s),  # (states, D)
         }
+
+
+def _range_max(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """values (T, H), rows [lo, hi) per query -> (N, H) maxima (-inf for empty ranges),
+    from a sparse table of maxima over power-of-two runs."""
+    out = values.new_full((len(lo), values.shape[1]), float("-inf"))
+    size = hi - lo
+    table, level = values, 0
+    while True:
+        rows = torch.nonzero(size.clamp_min(1).log2().floor() == level).squeeze(1)
+        rows = rows[size[rows] > 0]
+        if len(rows):
+            width = 1 << level
+            out[rows] = torch.maximum(table[lo[rows]], table[hi[rows] - width])
+        if 2 << level > len(values):
+            return out
+        table = torch.maximum(table[: len(table) - (1 << level)], table[1 << level :])
+        level += 1
 
 
 def gather_ranges(

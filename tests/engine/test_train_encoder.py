@@ -30,8 +30,11 @@ from engine.train_encoder.losses import (
 )
 from engine.train_encoder.model import (
     EOT_ID,
+    SHORTEST_FAST_SPAN,
     SOT_ID,
     EncoderConfig,
+    HeadConfig,
+    LevelHeads,
     SynthClip,
     TokenVocab,
     load_trained_encoder,
@@ -155,6 +158,27 @@ def test_head_training_sees_spans_of_every_length() -> None:
     assert [(s, e) for s, e in wider["action"] if e - s == 6] == [(0, 6), (3, 9)]
     assert sum(e - s == 1 for s, e in wider["action"]) == 10
     assert with_spans(layout, 10, (12,))["action"] == layout["action"]
+
+
+def test_fast_span_vectors_equal_the_action_head_on_each_span() -> None:
+    torch.manual_seed(3)
+    heads = LevelHeads(HeadConfig(dim=16, hidden=8)).eval()
+    with torch.no_grad():  # random residual and attention weights: every branch counts
+        for p in heads.parameters():
+            p.copy_(torch.randn_like(p))
+    for n in (4, 5, 9, 40):
+        clips = F.normalize(torch.randn(n, 16), dim=-1)
+        spans = [(s, e) for s in range(n) for e in range(s + SHORTEST_FAST_SPAN, n + 1)]
+        starts, ends = (torch.tensor(c) for c in zip(*spans, strict=True))
+        with torch.inference_mode():
+            fast = heads.action_span_vectors(clips, starts, ends)
+            one_by_one = torch.cat(
+                [
+                    heads.action_vectors(clips[s:e][None], torch.ones(1, e - s, dtype=torch.bool))
+                    for s, e in spans
+                ]
+            )
+        torch.testing.assert_close(fast, one_by_one, atol=1e-5, rtol=1e-5)
 
 
 def test_batches_say_what_fits_what(tiny_corpus: Path, tmp_path: Path) -> None:
