@@ -99,19 +99,21 @@ class SpanLocalizer:
         scores = self.embed(clips, ranges) @ sentence  # (P,)
         spans = np.asarray(ranges)  # (P, 2)
         saliency = np.full(n, -np.inf, np.float32)
-        for (s, e), score in zip(ranges, scores, strict=True):
-            saliency[s:e] = np.maximum(saliency[s:e], score)
+        lengths = spans[:, 1] - spans[:, 0]
+        first = np.repeat(np.cumsum(lengths) - lengths, lengths)  # each clip's span offset
+        held = np.repeat(spans[:, 0], lengths) + np.arange(len(first)) - first
+        np.maximum.at(saliency, held, np.repeat(scores.astype(np.float32), lengths))
         if top_k == 0:
             return VideoMoments(video.video_id, [], saliency)
         best = np.argsort(-scores, kind="stable")[: self.max_proposals]
         cs = video.clip_seconds
         end_cap = video.duration_s if video.duration_s > 0 else n * cs
+        starts = spans[best, 0] * cs
+        ends = np.minimum(spans[best, 1] * cs, np.maximum(end_cap, starts))
         moments = [
-            Moment(
-                float(spans[i, 0] * cs),
-                float(min(spans[i, 1] * cs, max(end_cap, spans[i, 0] * cs))),
-                float(scores[i]),
+            Moment(a, b, c)
+            for a, b, c in zip(
+                starts.tolist(), ends.tolist(), scores[best].astype(float).tolist(), strict=True
             )
-            for i in best
         ]
         return VideoMoments(video.video_id, nms(moments, self.nms_iou, top_k), saliency)

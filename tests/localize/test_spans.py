@@ -66,6 +66,17 @@ def test_finds_the_planted_span_exactly(span: tuple[int, int]) -> None:
     assert np.delete(answer.saliency, np.arange(*span)).max() < top.score
 
 
+def test_saliency_is_each_clips_best_span_score() -> None:
+    query, video = query_and_video(7, 23, (4, 9))
+    loc = SpanLocalizer(mean_spans, lengths_clips=(1, 3, 5, 8))
+    (answer,) = loc.localize(query, [video], top_k=2)
+    ranges = span_ranges(23, loc.lengths_clips, loc.stride_fraction)
+    scores = mean_spans(video.clips.astype(np.float32), ranges) @ query.sentence
+    pairs = list(zip(ranges, scores, strict=True))
+    naive = [max(sc for (s, e), sc in pairs if s <= t < e) for t in range(23)]
+    np.testing.assert_allclose(answer.saliency, naive, rtol=1e-6)
+
+
 def test_score_is_the_cosine_of_the_span_vector() -> None:
     query, video = query_and_video(0, 20, (5, 9))
     (answer,) = SpanLocalizer(mean_spans, lengths_clips=(4,)).localize(query, [video], top_k=1)
