@@ -27,7 +27,7 @@ import torch
 from engine.encoder_checkpoint import read_checkpoint
 from engine.encoder_registry import resolve_encoder
 from engine.errors import InputError, ModelError
-from engine.train_encoder.model import SHORTEST_FAST_SPAN, LevelHeads, heads_from_checkpoint
+from engine.train_encoder.model import LevelHeads, heads_from_checkpoint
 from engine.train_encoder.train import SpanLayout
 from index.levels import (
     LevelParams,
@@ -114,9 +114,8 @@ def apply_heads(
 def head_spans(
     heads: LevelHeads, clips: np.ndarray, ranges: Sequence[tuple[int, int]]
 ) -> np.ndarray:
-    """The action head's vectors of any clip ranges of one video -> (N, D) float32: spans
-    of `SHORTEST_FAST_SPAN` clips or more in one pass over the video, shorter ones in one
-    padded batch."""
+    """The action head's vectors of any clip ranges of one video -> (N, D) float32, all in
+    one pass over the video (`LevelHeads.action_span_vectors`)."""
     clips = np.asarray(clips, dtype=np.float32)
     if clips.ndim != 2 or clips.shape[1] != heads.config.dim:
         raise InputError(
@@ -128,21 +127,10 @@ def head_spans(
         raise InputError("clip ranges must satisfy 0 <= start < end")
     if len(bounds) and bounds[:, 1].max() > len(clips):
         raise InputError(f"clip ranges past the video's {len(clips)} clips")
-    lengths = bounds[:, 1] - bounds[:, 0]
-    vectors = np.zeros((len(bounds), clips.shape[1]), np.float32)
-    x_all = torch.from_numpy(clips)
     with torch.inference_mode():
-        fast = np.flatnonzero(lengths >= SHORTEST_FAST_SPAN)
-        if len(fast):
-            span = torch.from_numpy(bounds[fast])
-            vectors[fast] = heads.action_span_vectors(x_all, span[:, 0], span[:, 1]).numpy()
-        short = np.flatnonzero(lengths < SHORTEST_FAST_SPAN)
-        if len(short):  # one padded batch: the head masks what lies past a span's end
-            offsets = np.arange(lengths[short].max())
-            index = np.minimum(bounds[short, :1] + offsets, len(clips) - 1)
-            mask = torch.from_numpy(offsets < lengths[short, None])
-            vectors[short] = heads.action_vectors(x_all[torch.from_numpy(index)], mask).numpy()
-    return vectors
+        span = torch.from_numpy(bounds)
+        vectors = heads.action_span_vectors(torch.from_numpy(clips), span[:, 0], span[:, 1])
+    return vectors.numpy()
 
 
 def trained_levels_from(checkpoint: Path) -> LevelStrategy:

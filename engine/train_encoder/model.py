@@ -55,7 +55,6 @@ LEVEL_NAMES = ("global", "action", "entity")
 # Concept classifiers read unit vectors times this: a linear head on unit vectors needs
 # large weights for confident logits, which Adam only reaches after many steps.
 CONCEPT_SCALE = 10.0
-SHORTEST_FAST_SPAN = 4  # action_span_vectors: from here no span edge meets another
 
 
 @dataclass(frozen=True)
@@ -209,14 +208,14 @@ class LevelHeads(nn.Module):
     def action_span_vectors(
         self, clips: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
     ) -> torch.Tensor:
-        """`action_vectors` of many [start, end) spans of one video's clips (T, D), each
-        span at least `SHORTEST_FAST_SPAN` clips -> (N, D); in O(T + N) instead of
-        O(sum of lengths).
+        """`action_vectors` of many [start, end) spans of one video's clips (T, D) ->
+        (N, D), without running the convolutions once per span.
 
         Inside a span the two convolutions see zeros past its ends, so only its first two
         and last two positions differ from the convolution over the whole video: those
-        come from per-position edge variants, the rest from prefix sums (mean), a sparse
-        max table (peak) and prefix sums of the attention weights (pooled vector).
+        come from per-position edge variants (spans of 1-3 clips have their own), the
+        rest from prefix sums (mean) and a sparse max table (peak). The attention scores
+        are computed once per clip; each span's softmax over them gives its pooled vector.
         """
         conv1, act1, conv2, act2 = self.action_conv
         assert isinstance(conv1, nn.Conv1d) and isinstance(conv2, nn.Conv1d)
@@ -251,17 +250,35 @@ class LevelHeads(nn.Module):
         last = torch.stack(  # by a span's last clip t: its outputs at t and t - 1
             [act2(shift(b0, -1) + l1 + bias), act2(shift(b0, -2) + shift(b1, -1) + l2 + bias)], 1
         )
-        edges = torch.cat([first[starts], last[ends - 1]], 1)  # (N, 4, H)
+        by_length = {  # spans of 1-3 clips, by their first clip: outputs at each position
+            1: act2(taps(conv2, act1(a1 + conv1.bias))[1] + bias)[:, None],
+            2: torch.stack([act2(f1 + shift(l2, 1) + bias), act2(f0 + shift(l1, 1) + bias)], 1),
+            3: torch.stack(
+                [first[:, 0], act2(f0 + shift(b1, 1) + shift(l2, 2) + bias), shift(last[:, 0], 2)],
+                1,
+            ),
+        }
+        lengths = ends - starts
+        mean = h2.new_empty(len(starts), h2.shape[1])
+        peak = torch.empty_like(mean)
+        for length, outputs in by_length.items():
+            rows = lengths == length
+            mean[rows] = outputs[starts[rows]].mean(1)
+            peak[rows] = outputs[starts[rows]].amax(1)
+        rows = lengths > len(by_length)
+        s, e = starts[rows], ends[rows]
+        edges = torch.cat([first[s], last[e - 1]], 1)  # (n, 4, H)
         prefix = F.pad(h2.double().cumsum(0), (0, 0, 1, 0))  # (T + 1, H)
-        inner = (prefix[ends - 2] - prefix[starts + 2]).to(h2.dtype)  # (N, H)
-        mean = (inner + edges.sum(1)) / (ends - starts).to(h2.dtype)[:, None]
-        peak = torch.maximum(edges.amax(1), _range_max(h2, starts + 2, ends - 2))
-        scores = self.action_pool.score(clips).squeeze(-1).double()  # (T,)
-        weights = torch.exp(scores - scores.max())
-        mass = F.pad(weights.cumsum(0), (1, 0))  # (T + 1,)
-        moment = F.pad((weights[:, None] * clips.double()).cumsum(0), (0, 0, 1, 0))  # (T + 1, D)
-        pooled = (moment[ends] - moment[starts]) / (mass[ends] - mass[starts])[:, None]
-        pooled = pooled.to(clips.dtype)
+        inner = (prefix[e - 2] - prefix[s + 2]).to(h2.dtype)  # (n, H)
+        mean[rows] = (inner + edges.sum(1)) / (e - s).to(h2.dtype)[:, None]
+        peak[rows] = torch.maximum(edges.amax(1), _range_max(h2, s + 2, e - 2))
+        scores = self.action_pool.score(clips).squeeze(-1)  # (T,), once per clip
+        pooled = clips.new_empty(len(starts), clips.shape[1])
+        for length in torch.unique(lengths).tolist():  # each span's softmax, by length
+            rows = torch.nonzero(lengths == length).squeeze(1)
+            index = starts[rows, None] + torch.arange(length, device=clips.device)  # (n, L)
+            weights = torch.softmax(scores[index], dim=1)
+            pooled[rows] = torch.einsum("nl,nld->nd", weights, clips[index])
         return F.normalize(pooled + self.action_out(torch.cat([mean, peak], dim=-1)), dim=-1)
 
     def entity_vectors(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,6 @@ from engine.train_encoder.losses import (
 )
 from engine.train_encoder.model import (
     EOT_ID,
-    SHORTEST_FAST_SPAN,
     SOT_ID,
     EncoderConfig,
     HeadConfig,
@@ -166,9 +165,10 @@ def test_fast_span_vectors_equal_the_action_head_on_each_span() -> None:
     with torch.no_grad():  # random residual and attention weights: every branch counts
         for p in heads.parameters():
             p.copy_(torch.randn_like(p))
-    for n in (4, 5, 9, 40):
+        heads.action_pool.score[-1].weight.mul_(30)  # attention scores far apart
+    for n in (1, 2, 3, 4, 5, 9, 40):
         clips = F.normalize(torch.randn(n, 16), dim=-1)
-        spans = [(s, e) for s in range(n) for e in range(s + SHORTEST_FAST_SPAN, n + 1)]
+        spans = [(s, e) for s in range(n) for e in range(s + 1, n + 1)]  # every span
         starts, ends = (torch.tensor(c) for c in zip(*spans, strict=True))
         with torch.inference_mode():
             fast = heads.action_span_vectors(clips, starts, ends)
