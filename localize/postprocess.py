@@ -57,6 +57,14 @@ def sort_moments(moments: Iterable[Moment]) -> list[Moment]:
     return sorted(moments, key=lambda m: -m.score)
 
 
+def check_proposal_options(nms_iou: float, max_proposals: int) -> None:
+    """Refuse an NMS IoU outside [0, 1] or fewer than one proposal per video."""
+    if not 0.0 <= nms_iou <= 1.0:
+        raise InputError(f"nms_iou must be in [0, 1], got {nms_iou}")
+    if max_proposals < 1:
+        raise InputError(f"max_proposals must be >= 1, got {max_proposals}")
+
+
 def nms(
     moments: Sequence[Moment], iou_threshold: float, max_moments: int | None = None
 ) -> list[Moment]:

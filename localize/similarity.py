@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from engine.errors import InputError
-from localize.postprocess import nms
+from localize.postprocess import check_proposal_options, nms
 from localize.types import Moment, QueryText, VideoClips, VideoMoments
 
 FLAT_RANGE = 1e-6  # a curve whose max - min is below this has no moment inside
@@ -71,10 +71,7 @@ class SimilarityLocalizer:
             raise InputError(f"window_clips must be >= 1, got {window_clips}")
         if not relative_thresholds and not window_clips:
             raise InputError("need relative_thresholds or window_clips to propose moments")
-        if not 0.0 <= nms_iou <= 1.0:
-            raise InputError(f"nms_iou must be in [0, 1], got {nms_iou}")
-        if max_proposals < 1:
-            raise InputError(f"max_proposals must be >= 1, got {max_proposals}")
+        check_proposal_options(nms_iou, max_proposals)
         self.smooth_clips = smooth_clips
         self.relative_thresholds = tuple(relative_thresholds)
         self.window_clips = tuple(window_clips)
@@ -87,21 +84,12 @@ class SimilarityLocalizer:
     ) -> list[VideoMoments]:
         if top_k < 0:
             raise InputError(f"top_k must be >= 0, got {top_k}")
-        sentence = np.asarray(query.sentence, dtype=np.float32).reshape(-1)  # (D,)
-        norm = float(np.linalg.norm(sentence))
-        if norm == 0.0 or not np.isfinite(norm):
-            raise InputError("the query's sentence embedding is zero or not finite")
-        sentence = sentence / norm
+        sentence = query.unit_sentence()  # (D,)
         return [self._one(sentence, video, top_k) for video in videos]
 
     def curve(self, sentence: np.ndarray, video: VideoClips) -> np.ndarray:
         """Smoothed cosine similarity per clip -> (T,) float32."""
-        clips = np.asarray(video.clips, dtype=np.float32)  # (T, D)
-        if clips.ndim != 2 or clips.shape[1] != sentence.shape[0]:
-            raise InputError(
-                f"video {video.video_id}: clips of shape {clips.shape} do not match "
-                f"a {sentence.shape[0]}-d query"
-            )
+        clips = video.matrix(len(sentence))  # (T, D)
         norms = np.linalg.norm(clips, axis=1)  # (T,)
         cosine = clips @ sentence / np.maximum(norms, 1e-12)  # (T,)
         return smooth(cosine, self.smooth_clips)

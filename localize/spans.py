@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from engine.errors import InputError
-from localize.postprocess import nms
+from localize.postprocess import check_proposal_options, nms
 from localize.types import Moment, QueryText, VideoClips, VideoMoments
 
 # (T, D) clips and [start, end) clip ranges -> (N, D) L2-normalised span vectors
@@ -64,10 +64,7 @@ class SpanLocalizer:
             raise InputError(f"lengths_clips must be >= 1, got {tuple(lengths_clips)}")
         if not 0.0 <= stride_fraction <= 1.0:
             raise InputError(f"stride_fraction must be in [0, 1], got {stride_fraction}")
-        if not 0.0 <= nms_iou <= 1.0:
-            raise InputError(f"nms_iou must be in [0, 1], got {nms_iou}")
-        if max_proposals < 1:
-            raise InputError(f"max_proposals must be >= 1, got {max_proposals}")
+        check_proposal_options(nms_iou, max_proposals)
         self.embed = embed
         self.lengths_clips = tuple(lengths_clips)
         self.stride_fraction = stride_fraction
@@ -79,19 +76,11 @@ class SpanLocalizer:
     ) -> list[VideoMoments]:
         if top_k < 0:
             raise InputError(f"top_k must be >= 0, got {top_k}")
-        sentence = np.asarray(query.sentence, dtype=np.float32).reshape(-1)  # (D,)
-        norm = float(np.linalg.norm(sentence))
-        if norm == 0.0 or not np.isfinite(norm):
-            raise InputError("the query's sentence embedding is zero or not finite")
-        return [self._one(sentence / norm, video, top_k) for video in videos]
+        sentence = query.unit_sentence()  # (D,)
+        return [self._one(sentence, video, top_k) for video in videos]
 
     def _one(self, sentence: np.ndarray, video: VideoClips, top_k: int) -> VideoMoments:
-        clips = np.asarray(video.clips, dtype=np.float32)  # (T, D)
-        if clips.ndim != 2 or clips.shape[1] != sentence.shape[0]:
-            raise InputError(
-                f"video {video.video_id}: clips of shape {clips.shape} do not match "
-                f"a {sentence.shape[0]}-d query"
-            )
+        clips = video.matrix(len(sentence))  # (T, D)
         n = len(clips)
         if n == 0:
             return VideoMoments(video.video_id, [], np.zeros(0, np.float32))

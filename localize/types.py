@@ -11,6 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.errors import InputError
+
 
 @dataclass(frozen=True)
 class Moment:
@@ -27,6 +29,14 @@ class QueryText:
     sentence: np.ndarray  # (D,) float32, L2-normalised, same space as the clip embeddings
     tokens: np.ndarray  # (L, W) float32 token features after ln_final; L valid tokens incl. SOT/EOT
 
+    def unit_sentence(self) -> np.ndarray:
+        """The sentence embedding as a float32 unit vector (D,); refuses a zero one."""
+        sentence = np.asarray(self.sentence, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(sentence))
+        if norm == 0.0 or not np.isfinite(norm):
+            raise InputError("the query's sentence embedding is zero or not finite")
+        return sentence / norm
+
 
 @dataclass(frozen=True)
 class VideoClips:
@@ -37,6 +47,15 @@ class VideoClips:
     clip_seconds: float
     duration_s: float
     focus_s: Sequence[tuple[float, float]] = field(default=())  # stage-1 best segments
+
+    def matrix(self, dim: int) -> np.ndarray:
+        """The clip features as float32 (T, dim); refuses features of another size."""
+        clips = np.asarray(self.clips, dtype=np.float32)
+        if clips.ndim != 2 or clips.shape[1] != dim:
+            raise InputError(
+                f"video {self.video_id}: clips of shape {clips.shape} do not match a {dim}-d query"
+            )
+        return clips
 
 
 @dataclass(frozen=True)
