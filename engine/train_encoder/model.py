@@ -251,7 +251,7 @@ class LevelHeads(nn.Module):
             [act2(shift(b0, -1) + l1 + bias), act2(shift(b0, -2) + shift(b1, -1) + l2 + bias)], 1
         )
         by_length = {  # spans of 1-3 clips, by their first clip: outputs at each position
-            1: act2(taps(conv2, act1(a1 + conv1.bias))[1] + bias)[:, None],
+            1: act2(act1(a1 + conv1.bias) @ conv2.weight[:, :, 1].T + bias)[:, None],
             2: torch.stack([act2(f1 + shift(l2, 1) + bias), act2(f0 + shift(l1, 1) + bias)], 1),
             3: torch.stack(
                 [first[:, 0], act2(f0 + shift(b1, 1) + shift(l2, 2) + bias), shift(last[:, 0], 2)],
@@ -263,8 +263,8 @@ class LevelHeads(nn.Module):
         peak = torch.empty_like(mean)
         for length, outputs in by_length.items():
             rows = lengths == length
-            mean[rows] = outputs[starts[rows]].mean(1)
-            peak[rows] = outputs[starts[rows]].amax(1)
+            values = outputs[starts[rows]]  # (n, L, H)
+            mean[rows], peak[rows] = values.mean(1), values.amax(1)
         rows = lengths > len(by_length)
         s, e = starts[rows], ends[rows]
         edges = torch.cat([first[s], last[e - 1]], 1)  # (n, 4, H)
