@@ -247,7 +247,10 @@ def train_encoder_command(
     ],
     out: Annotated[Path, typer.Option(help="Checkpoint to write (encoder + level heads).")],
     epochs: Annotated[
-        int, typer.Option(min=1, help="End-to-end passes over every event of the corpus.")
+        int,
+        typer.Option(
+            min=0, help="End-to-end passes over every event (0 with --init: level heads only)."
+        ),
     ] = 8,
     head_epochs: Annotated[
         int, typer.Option(min=0, help="Level-head passes over every video (image tower frozen).")
@@ -261,12 +264,17 @@ def train_encoder_command(
         Path | None,
         typer.Option(help="A held-out `vtr synth` corpus: retrieval metrics go in the checkpoint."),
     ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Continue from this `vtr train encoder` checkpoint (its architecture)."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Train vtr's small CLIP-style encoder and its level heads on a generated corpus."""
     from rich.progress import TaskID
 
+    from engine.encoder_checkpoint import read_checkpoint
     from engine.train_encoder.data import TrainingCorpus
     from engine.train_encoder.evaluate import evaluate_corpus
     from engine.train_encoder.model import EncoderConfig, load_trained_encoder, record_metrics
@@ -287,12 +295,24 @@ def train_encoder_command(
         action_stride_clips=levels.action_stride_clips,
         entity_threshold=levels.entity_threshold,
     )
+    start = None
+    extra: dict[str, Any] = {"data": [d.name for d in data]}
+    if init is not None:
+        start = read_checkpoint(init)
+        extra["init"] = {  # the run continued from, and that run's own history
+            "checkpoint": init.name,
+            "train_args": start["train_args"],
+            "history": start.get("metrics", {}).get("training", {}).get("history", []),
+        }
+        encoder_config = EncoderConfig.from_dict(start["encoder_config"])
+        if image_size not in (None, encoder_config.image_size):
+            raise InputError(f"--init {init} takes {encoder_config.image_size} px images")
+    else:
+        encoder_config = EncoderConfig()
+        if image_size is not None:
+            encoder_config = replace(encoder_config, image_size=image_size)
     config = TrainConfig(
-        epochs=epochs,
-        head_epochs=head_epochs,
-        seed=seed,
-        device=device,
-        encoder=EncoderConfig() if image_size is None else EncoderConfig(image_size=image_size),
+        epochs=epochs, head_epochs=head_epochs, seed=seed, device=device, encoder=encoder_config
     )
     tasks: dict[str, TaskID] = {}
     with count_bars(transient=True) as progress:
@@ -313,7 +333,8 @@ def train_encoder_command(
             config,
             span_layout(params),
             progress=advance,
-            extra={"data": [d.name for d in data]},
+            extra=extra,
+            init=start,
         )
     summary = result.to_dict()
     if eval_data is not None:

@@ -66,6 +66,7 @@ from engine.train_encoder.model import (
     SynthClip,
     TokenVocab,
     gather_ranges,
+    model_from_checkpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class SpanLayout:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 8  # stage 1: passes over every event of the corpus
+    epochs: int = 8  # stage 1: passes over every event of the corpus (0: heads only)
     head_epochs: int = 10  # stage 2: passes over every video
     batch_events: int = 24  # stage 1 batch (x window clips images)
     batch_videos: int = 32  # stage 2 batch
@@ -109,8 +110,8 @@ class TrainConfig:
     head_hidden: int = 128
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.head_epochs < 0:
-            raise InputError("epochs must be >= 1 and head epochs >= 0")
+        if self.epochs < 0 or self.head_epochs < 0:
+            raise InputError("epochs and head epochs must be >= 0")
         if self.batch_events < 2 or self.batch_videos < 2:
             raise InputError("batches need at least 2 items (contrastive losses)")
         if not 0.0 <= self.token_dropout < 1.0:
@@ -403,10 +404,14 @@ def train_encoder(
     layout: SpanLayout,
     progress: StepFn | None = None,
     extra: dict[str, Any] | None = None,
+    init: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train on `corpus` and write the checkpoint to `out` (see the module docstring).
 
     `extra` is stored in the checkpoint's training arguments (e.g. the data directory).
+    `init`, a checkpoint of this trainer, continues training from its weights (a warm
+    restart of both schedules): its towers are informative already, so stage 1 contrasts
+    from the first step, and `epochs=0` retrains the level heads alone.
     """
     started = time.perf_counter()
     device = resolve_train_device(config.device)
@@ -420,12 +425,17 @@ def train_encoder(
             f"the model takes {config.encoder.image_size} px"
         )
     tokens = TextTokens(config.encoder.context_length)
-    vocab = tokens.vocabulary(training_texts() + [q.text for q in corpus.queries])
-    model = SynthClip(
-        config.encoder, vocab, len(ENTITY_CONCEPTS), len(ACTION_CONCEPTS), config.head_hidden
-    )
-    entity_rate, action_rate = corpus.concept_rates()
-    model.set_concept_priors(torch.from_numpy(entity_rate), torch.from_numpy(action_rate))
+    if init is None:
+        if config.epochs == 0:
+            raise InputError("epochs=0 (level heads only) needs a checkpoint to start from")
+        vocab = tokens.vocabulary(training_texts() + [q.text for q in corpus.queries])
+        model = SynthClip(
+            config.encoder, vocab, len(ENTITY_CONCEPTS), len(ACTION_CONCEPTS), config.head_hidden
+        )
+        entity_rate, action_rate = corpus.concept_rates()
+        model.set_concept_priors(torch.from_numpy(entity_rate), torch.from_numpy(action_rate))
+    else:
+        model = initial_model(init, config)
     model = model.to(device)
     history: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
@@ -441,7 +451,7 @@ def train_encoder(
         parts, t_epoch = [], time.perf_counter()
         for chunk in _batches(len(corpus.events), config.batch_events, rng):
             batch = corpus.event_batch([corpus.events[int(i)] for i in chunk], window, rng)
-            contrast = contrastive_ramp(step / total, config)
+            contrast = 1.0 if init is not None else contrastive_ramp(step / total, config)
             loss, loss_parts = stage1_loss(
                 model,
                 corpus,
@@ -539,6 +549,22 @@ def train_encoder(
     save_checkpoint(out, payload)
     log.info("wrote %s after %.1f s", out, seconds["total"])
     return TrainResult(Path(out), history, seconds, corpus_info, str(device))
+
+
+def initial_model(checkpoint: dict[str, Any], config: TrainConfig) -> SynthClip:
+    """The model of a checkpoint to continue from; its architecture must be `config`'s."""
+    stored = EncoderConfig.from_dict(checkpoint.get("encoder_config", {}))
+    if stored != config.encoder:
+        raise InputError(
+            f"the starting checkpoint's encoder {asdict(stored)} differs from the one "
+            f"asked for {asdict(config.encoder)}"
+        )
+    hidden = checkpoint.get("level_heads", {}).get("config", {}).get("hidden")
+    if hidden != config.head_hidden:
+        raise InputError(
+            f"the starting checkpoint's heads are {hidden} wide, not {config.head_hidden}"
+        )
+    return model_from_checkpoint(checkpoint)
 
 
 def checkpoint_payload(

@@ -2,6 +2,7 @@
 checkpoints that load through the encoder registry, and the shipped model."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -279,9 +280,43 @@ def test_brief_retrain_lowers_both_stage_losses(tiny_corpus: Path, tmp_path: Pat
         )
 
 
+def test_training_continues_from_a_checkpoint(tiny_corpus: Path, tmp_path: Path) -> None:
+    corpus = TrainingCorpus.load(tiny_corpus, image_transform(TINY), cache_dir=tmp_path)
+    config = TrainConfig(
+        epochs=1, head_epochs=1, batch_events=8, batch_videos=3, encoder=TINY, head_hidden=16
+    )
+    first = tmp_path / "first.pt"
+    train_encoder(corpus, first, replace(config, device="cpu"), LAYOUT)
+    start = read_checkpoint(first)
+    heads_only = tmp_path / "heads.pt"
+    heads_config = replace(config, epochs=0, head_epochs=2, head_lr=1e-2, device="cpu")
+    result = train_encoder(corpus, heads_only, heads_config, LAYOUT, init=start)
+    assert [h["stage"] for h in result.history] == ["heads", "heads"]
+    after = read_checkpoint(heads_only)
+    for name, weight in start["state_dict"].items():  # the image tower is untouched
+        if name.startswith("visual."):
+            assert torch.equal(weight, after["state_dict"][name]), name
+    changed = [
+        not torch.equal(v, after["level_heads"]["state_dict"][k])
+        for k, v in start["level_heads"]["state_dict"].items()
+    ]
+    assert any(changed)
+    # stage 1 from the checkpoint moves the image tower on from its weights
+    both = tmp_path / "both.pt"
+    train_encoder(corpus, both, replace(config, lr=1e-4, device="cpu"), LAYOUT, init=start)
+    moved = read_checkpoint(both)["state_dict"]["visual.conv1.weight"].float()
+    original = start["state_dict"]["visual.conv1.weight"].float()
+    assert 0 < (moved - original).abs().max() < 0.1 * original.abs().max()
+    with pytest.raises(InputError, match="needs a checkpoint"):
+        train_encoder(corpus, both, replace(config, epochs=0), LAYOUT)
+    wider = replace(config, encoder=replace(TINY, vision_width=16))
+    with pytest.raises(InputError, match="differs"):
+        train_encoder(corpus, both, wider, LAYOUT, init=start)
+
+
 def test_config_and_checkpoint_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError):
-        TrainConfig(epochs=0)
+        TrainConfig(epochs=-1)
     with pytest.raises(InputError):
         TrainConfig(batch_events=1)
     with pytest.raises(ModelError, match="no encoder checkpoint"):
@@ -346,5 +381,14 @@ def test_cli_trains_evaluates_and_records(tiny_corpus: Path, tmp_path: Path) -> 
     assert checkpoint["metrics"]["eval"] == summary["eval"]
     assert checkpoint["train_args"]["data"] == [tiny_corpus.name]
     assert checkpoint["model_config"] == EncoderConfig().open_clip_config()  # the default
+    more = tmp_path / "more.pt"
+    again = ["train", "encoder", "--data", str(tiny_corpus), "--out", str(more), "--init", str(out)]
+    result = CliRunner().invoke(app, [*again, "--epochs", "0", "--head-epochs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [h["stage"] for h in json.loads(result.stdout)["history"]] == ["heads"]
+    init = read_checkpoint(more)["train_args"]["init"]
+    assert init["checkpoint"] == "cli.pt" and len(init["history"]) == 2
+    bad = CliRunner().invoke(app, [*again, "--image-size", "64"])
+    assert isinstance(bad.exception, InputError) and "takes 96 px" in str(bad.exception)
     bad = CliRunner().invoke(app, [*args, "--device", "tpu"])
     assert isinstance(bad.exception, InputError) and "--device must be" in str(bad.exception)
