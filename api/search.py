@@ -38,7 +38,7 @@ from engine.errors import InputError
 from engine.feature_store import FeatureStore
 from index.catalog import Catalog, CollectionRecord, VideoRecord
 from index.collection_index import CollectionIndexes, features_dir, indexes_dir
-from index.levels import action_span_embedder
+from index.levels import action_span_embedder, strategy_for_encoder
 from index.stage1 import Candidate, FusionParams, SearchFilters, search_candidates
 from localize.postprocess import nms
 from localize.registry import LocalizerOptions, create_localizer
@@ -179,7 +179,11 @@ class SearchService:
                 max_windows=loc.max_windows,
                 nms_iou=loc.nms_iou,
                 span_embedder=(
-                    action_span_embedder(settings.levels.strategy) if loc.name == "spans" else None
+                    action_span_embedder(
+                        strategy_for_encoder(settings.levels.strategy, settings.encoder.name)
+                    )
+                    if loc.name == "spans"
+                    else None
                 ),
             ),
         )

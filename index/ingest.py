@@ -47,6 +47,7 @@ from index.collection_index import (
     reconcile,
     segment_rows,
 )
+from index.levels import strategy_for_encoder
 from index.reindex import needs_rebuild, rebuild_levels
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class _Run:
         self.progress: IngestProgress | None = None
         self.encoder_factory: EncoderFactory = create_encoder
         self.compute_levels = LevelComputer(
-            settings.levels.strategy,
+            strategy_for_encoder(settings.levels.strategy, settings.encoder.name),
             level_params(settings.levels, settings.ingest.clip_seconds),
         )
         self.store_root = features_dir(settings.storage.data_dir, collection.id)

@@ -8,9 +8,11 @@ windows, same entity states, same spans: it takes them from `pooling_levels`) an
 replaces each mean by the head's vector. The heads are about 0.25 M weights and run on
 the CPU in a few milliseconds per video (about 4 ms for 90 clips).
 
-`trained` uses the heads shipped with the `vtr-synth-s` encoder, so it fits collections
-indexed with that encoder (`[encoder] name = "vtr-synth-s"`, `[levels] strategy =
-"trained"`); other checkpoints register their own name with `register_trained_levels`.
+`trained` is registered with the heads shipped with the `vtr-synth-s` encoder; with any
+other checkpoint of `vtr train encoder` (`[encoder] name = "vtr:PATH"`), ingest, reindex
+and search resolve `[levels] strategy = "trained"` to that checkpoint's own heads
+(`trained_strategy_for`, registered as `trained:PATH`). An encoder without level heads
+cannot use `trained`.
 
     from index.level_heads import trained_levels_from
     levels = trained_levels_from(Path("enc.pt"))(clips, duration_s, LevelParams())
@@ -171,6 +173,24 @@ def trained_spans(clips: np.ndarray, ranges: Sequence[tuple[int, int]]) -> np.nd
 def register_trained_levels(name: str, checkpoint: Path) -> None:
     """Make the heads of `checkpoint` available as level strategy `name`."""
     register_level_strategy(name, trained_levels_from(checkpoint), trained_spans_from(checkpoint))
+
+
+def trained_strategy_for(encoder: str) -> str:
+    """The strategy name of the level heads in `encoder`'s checkpoint, registered on
+    first use; `trained` itself for the shipped encoder."""
+    spec = resolve_encoder(encoder)
+    if spec.backend != "vtr":
+        raise InputError(
+            f"[levels] strategy 'trained' needs an encoder trained by `vtr train encoder` "
+            f"(vtr-synth-s or vtr:CHECKPOINT), whose checkpoint holds the level heads; "
+            f"{encoder!r} has none: use strategy 'pooling'"
+        )
+    path = Path(spec.weights).resolve()
+    if path == shipped_checkpoint().resolve():
+        return TRAINED
+    name = f"{TRAINED}:{path}"
+    register_trained_levels(name, path)
+    return name
 
 
 def as_level_fn(

@@ -138,6 +138,17 @@ def level_strategy(name: str) -> LevelStrategy:
         ) from e
 
 
+def strategy_for_encoder(name: str, encoder: str) -> str:
+    """The registered strategy that `[levels] strategy = name` means with `encoder`:
+    `trained` is the level heads stored in the encoder's own checkpoint (see
+    `index.level_heads.trained_strategy_for`); other names mean themselves."""
+    if name != "trained":
+        return name
+    from index.level_heads import trained_strategy_for
+
+    return trained_strategy_for(encoder)
+
+
 def action_span_embedder(name: str) -> SpanEmbedder:
     """How strategy `name` embeds an arbitrary clip range at the action level."""
     level_strategy(name)  # loads or rejects the name

@@ -30,7 +30,7 @@ from index.collection_index import (
     segment_rows,
 )
 from index.index_factory import spec_from_settings
-from index.levels import LEVELS
+from index.levels import LEVELS, strategy_for_encoder
 from index.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ def rebuild_levels(
     if dim is None:
         return {}
     compute = LevelComputer(
-        settings.levels.strategy, level_params(settings.levels, settings.ingest.clip_seconds)
+        strategy_for_encoder(settings.levels.strategy, settings.encoder.name),
+        level_params(settings.levels, settings.ingest.clip_seconds),
     )
     n_videos = catalog.count_videos(record.name, VideoStatus.READY)
     ids: dict[str, list[np.ndarray]] = {level: [] for level in LEVELS}

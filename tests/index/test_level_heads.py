@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from engine.decode import iter_clips
+from engine.encoder_checkpoint import read_checkpoint, save_checkpoint
 from engine.encoders import create_encoder, encode_video_clips
 from engine.errors import InputError, ModelError
 from engine.synth import plan_corpus, render_video
@@ -25,7 +26,13 @@ from index.level_heads import (
     trained_spans,
     trained_spans_from,
 )
-from index.levels import LevelParams, action_span_embedder, level_strategy, pooling_levels
+from index.levels import (
+    LevelParams,
+    action_span_embedder,
+    level_strategy,
+    pooling_levels,
+    strategy_for_encoder,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,6 +58,32 @@ def test_trained_strategy_is_registered_and_matches_the_pooling_layout() -> None
             assert a.vectors.shape == b.vectors.shape and a.vectors.dtype == np.float32
             np.testing.assert_allclose(np.linalg.norm(a.vectors, axis=1), 1.0, rtol=1e-5)
         assert not np.allclose(trained[0].vectors, pooled[0].vectors, atol=1e-3)  # heads act
+
+
+def test_trained_means_the_heads_of_the_configured_encoder(tmp_path: Path) -> None:
+    assert strategy_for_encoder("pooling", "clip-vit-b32") == "pooling"
+    assert strategy_for_encoder("trained", "vtr-synth-s") == "trained"
+    with pytest.raises(InputError, match="has none"):
+        strategy_for_encoder("trained", "clip-vit-b32")
+    checkpoint = read_checkpoint(shipped_checkpoint())  # the same encoder, other heads
+    heads = checkpoint["level_heads"]["state_dict"]
+    checkpoint["level_heads"]["state_dict"] = {k: v * 0.5 for k, v in heads.items()}
+    own = tmp_path / "own.pt"
+    save_checkpoint(own, checkpoint)
+    name = strategy_for_encoder("trained", f"vtr:{own}")
+    assert name == f"trained:{own.resolve()}"
+    params = LevelParams()
+    clips = _clips(19)
+    theirs = level_strategy(name)(clips, 38.0, params)
+    expected = apply_heads(load_level_heads(own), clips, 38.0, params)
+    shipped = trained_levels(clips, 38.0, params)
+    for a, b, c in zip(theirs, expected, shipped, strict=True):
+        np.testing.assert_array_equal(a.vectors, b.vectors)
+        assert not np.allclose(a.vectors, c.vectors, atol=1e-3)
+    np.testing.assert_array_equal(
+        action_span_embedder(name)(clips, [(0, 5), (3, 4)]),
+        trained_spans_from(own)(clips, [(0, 5), (3, 4)]),
+    )
 
 
 def test_trained_spans_are_the_action_head_on_any_range() -> None:
