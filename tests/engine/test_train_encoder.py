@@ -342,7 +342,10 @@ def test_shipped_checkpoint_loads_through_the_registry() -> None:
     assert checkpoint["tokenizer"]["kind"] == "openai-clip-bpe"
     assert checkpoint["image"]["size"] == 96 and checkpoint["image"]["frames_per_clip"] == 1
     assert {"pooling", "trained"} <= set(checkpoint["metrics"]["eval"])
-    assert checkpoint["train_args"]["seed"] == 0
+    chain = [checkpoint["train_args"]]  # this run, then the runs it continued from
+    while "init" in chain[-1]:
+        chain.append(chain[-1]["init"]["train_args"])
+    assert [(args["seed"], args["epochs"]) for args in chain] == [(2, 16), (1, 12), (0, 12)]
 
     encoder = create_encoder("vtr-synth-s", "cpu")
     assert (encoder.embed_dim, encoder.token_dim, encoder.context_length) == (128, 128, 32)
