@@ -111,6 +111,12 @@ def train_localizer_command(
     config_preset: Annotated[
         str, typer.Option(help=f"MESM preset: {', '.join(sorted(PRESETS))}.")
     ] = "qvhighlights",
+    hidden_dim: Annotated[
+        int | None,
+        typer.Option(
+            min=8, help="Transformer width (default: the preset's 256); feed-forward 4x it."
+        ),
+    ] = None,
     annotation_format: Annotated[
         str, typer.Option("--format", help="auto (by suffix), qvhighlights or charades.")
     ] = "auto",
@@ -162,6 +168,8 @@ def train_localizer_command(
     fmt = cast(AnnotationFormat, annotation_format)
     chosen_device = cast(Device, device)
     model_config = preset(config_preset)
+    if hidden_dim is not None:
+        model_config = replace(model_config, hidden_dim=hidden_dim, dim_feedforward=4 * hidden_dim)
     duration_map = load_durations(durations) if durations is not None else None
     train_queries = load_queries(train, fmt, duration_map)
     val_queries = load_queries(val, fmt, duration_map) if val is not None else None

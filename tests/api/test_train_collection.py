@@ -39,10 +39,12 @@ def test_trains_on_stored_features(tmp_path: Path, capsys: pytest.CaptureFixture
     args = ["--config", str(config), "train", "localizer", "--train", str(annotations)]
     args += ["--collection", "c", "--text-encoder", "tiny-random", "--epochs", "1"]
     args += ["--config-preset", "qvhighlights-clip", "--device", "cpu", "--out", str(out), "--json"]
-    assert main(args) == 0
+    assert main([*args, "--hidden-dim", "32"]) == 0
     model, _ = load_checkpoint(out)
     assert model.config.v_feat_dim == 8 + 2  # the stored width plus the two TEF dims
     assert model.config.t_feat_dim == 64  # tiny-random's text width
+    assert (model.config.hidden_dim, model.config.dim_feedforward) == (32, 128)
+    assert model.span_embed.layers[0].weight.shape == (32, 32)
     capsys.readouterr()
     both = [*args, "--features", str(tmp_path)]
     assert main(both) == 1
