@@ -173,6 +173,7 @@ class SearchService:
             loc.name,
             LocalizerOptions(
                 checkpoint=loc.checkpoint,
+                encoder=settings.encoder.name,
                 device=loc.device,
                 max_clips=loc.max_clips,
                 overlap_clips=loc.overlap_clips,

@@ -1,7 +1,8 @@
 """The localizer table: one `create_localizer` for every stage-2 localizer.
 
 - `similarity`: training-free (text-clip cosine curve -> moment proposals).
-- `mesm`: MESM from a checkpoint (vtr's own, or an official one).
+- `mesm`: MESM from a checkpoint (vtr's own, or an official one); without one, the
+  checkpoint vtr ships for the collection's encoder (`models/mesm-<encoder>.pt`), if any.
 - `spans`: multi-length spans embedded by the level strategy's action embedding
   (`LocalizerOptions.span_embedder`), scored by cosine with the query.
 `similarity` and `mesm` are wrapped in long-video windowing, so a video longer than
@@ -22,6 +23,7 @@ from localize.windowing import WindowedLocalizer
 @dataclass(frozen=True)
 class LocalizerOptions:
     checkpoint: str = ""
+    encoder: str = ""  # `mesm` without a checkpoint: the one shipped for this encoder
     device: str = "auto"
     max_clips: int = 75
     overlap_clips: int = 15
@@ -37,12 +39,17 @@ def _similarity(options: LocalizerOptions) -> Localizer:
 def _mesm(options: LocalizerOptions) -> Localizer:
     from localize.mesm.inference import MesmLocalizer  # torch model: only when asked for
 
-    if not options.checkpoint:
+    if options.checkpoint:
+        path: Path | None = Path(options.checkpoint)
+    else:
+        path = shipped_mesm_checkpoint(options.encoder) if options.encoder else None
+    if path is None:
+        shipped = ", ".join(shipped_mesm_encoders()) or "no encoder"
         raise ConfigError(
             "localizer.name = 'mesm' needs localizer.checkpoint (a vtr or official MESM "
-            "checkpoint file); or use localizer.name = 'similarity'"
+            f"checkpoint file; vtr ships one for {shipped}, not for {options.encoder or '?'}); "
+            "or use localizer.name = 'spans' or 'similarity'"
         )
-    path = Path(options.checkpoint)
     if not path.is_file():
         raise ConfigError(f"MESM checkpoint not found: {path}")
     return MesmLocalizer.from_checkpoint(path, device=options.device, nms_iou=options.nms_iou)
@@ -61,6 +68,11 @@ def shipped_mesm_checkpoint(encoder: str) -> Path | None:
     """The MESM checkpoint shipped for features of `encoder`, if vtr ships one."""
     path = MODELS_DIR / f"mesm-{encoder}.pt"
     return path if path.is_file() else None
+
+
+def shipped_mesm_encoders() -> list[str]:
+    """Encoders vtr ships a MESM checkpoint for."""
+    return sorted(p.stem.removeprefix("mesm-") for p in MODELS_DIR.glob("mesm-*.pt"))
 
 
 LOCALIZERS: dict[str, Callable[[LocalizerOptions], Localizer]] = {

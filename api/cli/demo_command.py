@@ -5,8 +5,8 @@
 3. runs a handful of its queries and prints the top moments beside the ground truth,
 4. evaluates every query through the two-stage search (`vtr eval corpus`).
 It uses vtr's own small encoder trained on the generated world (`vtr-synth-s`) with its
-trained level heads, and the MESM checkpoint shipped for it when there is one, else the
-span localizer on those heads; without the encoder it says so and runs the same steps
+trained level heads and the span localizer on those heads (the best second stage measured
+on held-out generated videos, README); without the encoder it says so and runs the same steps
 with the random-weight test encoder and the similarity localizer, whose scores then mean
 nothing. Everything is left in `--data-dir`.
 """
@@ -29,7 +29,6 @@ from engine.synth import generate_corpus
 from index.catalog import Catalog
 from index.ingest import ingest
 from localize.annotations import load_qvhighlights
-from localize.registry import shipped_mesm_checkpoint
 
 TRAINED_ENCODER = "vtr-synth-s"
 UNTRAINED_ENCODER = "tiny-random"
@@ -38,13 +37,10 @@ SHOWN_QUERIES = 5
 
 
 def _demo_settings(base: Settings, data_dir: Path, encoder: str) -> Settings:
-    checkpoint = shipped_mesm_checkpoint(encoder)
     trained = encoder == TRAINED_ENCODER
-    if checkpoint is not None:
-        update = {"name": "mesm", "checkpoint": str(checkpoint)}
-    else:  # the trained heads' spans, or the training-free curve for random weights
-        update = {"name": "spans" if trained else "similarity"}
-    localizer = base.localizer.model_copy(update=update)
+    # the trained heads' spans (the best measured second stage), or the training-free
+    # curve for random weights
+    localizer = base.localizer.model_copy(update={"name": "spans" if trained else "similarity"})
     strategy = "trained" if trained else base.levels.strategy
     return base.model_copy(
         update={

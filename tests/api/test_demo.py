@@ -12,7 +12,7 @@ from engine.config import Settings
 def test_demo_settings_pair_the_trained_encoder_with_its_heads(tmp_path: Path) -> None:
     trained = _demo_settings(Settings(), tmp_path, TRAINED_ENCODER)
     assert trained.encoder.name == TRAINED_ENCODER and trained.levels.strategy == "trained"
-    assert trained.localizer.name == "spans"  # no MESM checkpoint ships for it
+    assert trained.localizer.name == "spans"  # the best measured second stage
     assert trained.storage.data_dir == tmp_path.resolve() / "data"
     untrained = _demo_settings(Settings(), tmp_path, UNTRAINED_ENCODER)
     assert untrained.levels.strategy == "pooling" and untrained.localizer.name == "similarity"

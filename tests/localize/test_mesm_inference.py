@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from engine.errors import ConfigError, InputError
+from localize import registry
 from localize.mesm.checkpoint import save_checkpoint
 from localize.mesm.config import MesmConfig
 from localize.mesm.inference import (
@@ -18,7 +19,9 @@ from localize.mesm.inference import (
     spans_to_seconds,
 )
 from localize.mesm.model import MesmModel, build_model
+from localize.registry import LocalizerOptions, create_localizer
 from localize.types import Localizer, QueryText, VideoClips
+from localize.windowing import WindowedLocalizer
 
 CLIP_S = 2.0
 
@@ -267,3 +270,19 @@ def test_from_checkpoint(tmp_path: Path, model: MesmModel) -> None:
     videos = _videos()[:2]
     again = MesmLocalizer(model, device="cpu", nms_iou=0.5).localize(query, videos, 5)
     assert [a.moments for a in loc.localize(query, videos, 5)] == [a.moments for a in again]
+
+
+def test_mesm_without_a_checkpoint_uses_the_one_shipped_for_the_encoder(
+    tmp_path: Path, model: MesmModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "MODELS_DIR", tmp_path)
+    save_checkpoint(tmp_path / "mesm-enc-a.pt", model)
+    windowed = create_localizer("mesm", LocalizerOptions(encoder="enc-a", device="cpu"))
+    assert isinstance(windowed, WindowedLocalizer)
+    assert isinstance(windowed.inner, MesmLocalizer) and windowed.max_clips == model.config.max_v_l
+    with pytest.raises(ConfigError, match="ships one for enc-a, not for enc-b"):
+        create_localizer("mesm", LocalizerOptions(encoder="enc-b"))
+    with pytest.raises(ConfigError, match="not found"):  # an explicit checkpoint wins
+        create_localizer(
+            "mesm", LocalizerOptions(checkpoint=str(tmp_path / "x.pt"), encoder="enc-a")
+        )
