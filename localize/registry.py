@@ -39,10 +39,9 @@ def _similarity(options: LocalizerOptions) -> Localizer:
 def _mesm(options: LocalizerOptions) -> Localizer:
     from localize.mesm.inference import MesmLocalizer  # torch model: only when asked for
 
-    if options.checkpoint:
-        path: Path | None = Path(options.checkpoint)
-    else:
-        path = shipped_mesm_checkpoint(options.encoder) if options.encoder else None
+    path = (
+        Path(options.checkpoint) if options.checkpoint else shipped_mesm_checkpoint(options.encoder)
+    )
     if path is None:
         shipped = ", ".join(shipped_mesm_encoders()) or "no encoder"
         raise ConfigError(
@@ -62,17 +61,19 @@ def _spans(options: LocalizerOptions) -> Localizer:
 
 
 MODELS_DIR = Path(__file__).parent / "models"
+SHIPPED_MESM_PREFIX = "mesm-"  # models/mesm-<encoder>.pt
 
 
 def shipped_mesm_checkpoint(encoder: str) -> Path | None:
     """The MESM checkpoint shipped for features of `encoder`, if vtr ships one."""
-    path = MODELS_DIR / f"mesm-{encoder}.pt"
-    return path if path.is_file() else None
+    path = MODELS_DIR / f"{SHIPPED_MESM_PREFIX}{encoder}.pt"
+    return path if encoder and path.is_file() else None
 
 
 def shipped_mesm_encoders() -> list[str]:
     """Encoders vtr ships a MESM checkpoint for."""
-    return sorted(p.stem.removeprefix("mesm-") for p in MODELS_DIR.glob("mesm-*.pt"))
+    paths = MODELS_DIR.glob(f"{SHIPPED_MESM_PREFIX}*.pt")
+    return sorted(p.stem.removeprefix(SHIPPED_MESM_PREFIX) for p in paths)
 
 
 LOCALIZERS: dict[str, Callable[[LocalizerOptions], Localizer]] = {

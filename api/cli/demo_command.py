@@ -5,10 +5,10 @@
 3. runs a handful of its queries and prints the top moments beside the ground truth,
 4. evaluates every query through the two-stage search (`vtr eval corpus`).
 It uses vtr's own small encoder trained on the generated world (`vtr-synth-s`) with its
-trained level heads and the span localizer on those heads (the best second stage measured
-on held-out generated videos, README); without the encoder it says so and runs the same steps
-with the random-weight test encoder and the similarity localizer, whose scores then mean
-nothing. Everything is left in `--data-dir`.
+trained level heads and the span localizer on those heads (the best second stage
+measured on held-out generated videos, README); without the encoder it says so and runs
+the same steps with the random-weight test encoder and the similarity localizer, whose
+scores then mean nothing. Everything is left in `--data-dir`.
 """
 
 import shutil

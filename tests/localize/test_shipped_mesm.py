@@ -5,6 +5,7 @@ import torch
 
 from engine.encoders import create_encoder
 from localize.mesm.checkpoint import load_checkpoint
+from localize.mesm.config import TEF_DIMS
 from localize.mesm.inference import MesmLocalizer
 from localize.registry import (
     LocalizerOptions,
@@ -23,7 +24,7 @@ def test_the_shipped_checkpoint_matches_its_encoder() -> None:
     assert path.stat().st_size < 30 * 2**20
     model, extra = load_checkpoint(path)
     encoder = create_encoder(ENCODER, "cpu")
-    assert model.config.v_feat_dim == encoder.embed_dim + 2  # clip features + TEF
+    assert model.config.v_feat_dim == encoder.embed_dim + TEF_DIMS
     assert model.config.t_feat_dim == encoder.token_dim
     assert (model.config.hidden_dim, model.config.max_v_l, model.config.clip_seconds) == (
         128,
