@@ -276,6 +276,14 @@ def train_encoder_command(
         Path | None,
         typer.Option(help="Continue from this `vtr train encoder` checkpoint (its architecture)."),
     ] = None,
+    geometry_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Weight of the pose loss: each object's place, size and turn read back "
+            "from its clip embedding, so the action head can see motion (0: off).",
+        ),
+    ] = 1.0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -320,7 +328,12 @@ def train_encoder_command(
         if image_size is not None:
             encoder_config = replace(encoder_config, image_size=image_size)
     config = TrainConfig(
-        epochs=epochs, head_epochs=head_epochs, seed=seed, device=device, encoder=encoder_config
+        epochs=epochs,
+        head_epochs=head_epochs,
+        seed=seed,
+        device=device,
+        encoder=encoder_config,
+        geometry_weight=geometry_weight,
     )
     tasks: dict[str, TaskID] = {}
     with count_bars(transient=True) as progress:

@@ -13,7 +13,9 @@ default phrasing (`engine.synth.phrasing`; the held-out phrasing is never used h
 the plan says which events, clips, windows and videos each sentence fits
 (`engine.synth.world.query_matches`). Concept labels: per clip the objects visible in the
 model's centre crop (colour, shape, size, and the full triple), per window the actions
-that fill it (action, and action x colour of the actor).
+that fill it (action, and action x colour of the actor). Geometry per clip: for each
+colour, where its object is in the crop, how big, and how it is turned (the pose the
+action head must compare across clips to see motion; a colour names one object).
 
     corpus = TrainingCorpus.load(Path("synth"), transform)
     batch = corpus.event_batch(corpus.events[:24], window=4, rng=np.random.default_rng(0))
@@ -69,8 +71,16 @@ ACTION_CONCEPTS: tuple[str, ...] = (
     *ACTIONS,
     *(f"{a} {c}" for a in ACTIONS for c in COLOURS),
 )
+# Per colour: centre x and y (crop fractions), radius, and the turn as sin/cos of
+# order x angle (the order of the shape's rotational symmetry; round shapes have none).
+GEOMETRY_PARTS: tuple[str, ...] = ("x", "y", "radius", "turn_sin", "turn_cos")
+GEOMETRY_TARGETS: tuple[str, ...] = tuple(f"{c} {g}" for c in COLOURS for g in GEOMETRY_PARTS)
+ROTATION_ORDER: dict[str, int] = {"square": 4, "triangle": 3, "star": 5}
+_RADIUS_MID = 0.5 * (SIZE_RADIUS["small"] + SIZE_RADIUS["large"])
+_RADIUS_HALF_RANGE = 0.5 * (SIZE_RADIUS["large"] - SIZE_RADIUS["small"])
 _ENTITY_INDEX = {name: i for i, name in enumerate(ENTITY_CONCEPTS)}
 _ACTION_INDEX = {name: i for i, name in enumerate(ACTION_CONCEPTS)}
+_COLOUR_SLOT = {name: i for i, name in enumerate(COLOURS)}
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
 
@@ -275,6 +285,34 @@ def entity_labels(video: VideoPlan, times_s: np.ndarray) -> np.ndarray:
     return labels
 
 
+def geometry_labels(video: VideoPlan, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, len(GEOMETRY_TARGETS)) float32 targets and known mask at each time: for each
+    colour whose object is visible (as in `entity_labels`), its centre in the crop
+    (-1..1), its radius (-1 small .. 1 large) and its turn (sin, cos of order x angle,
+    known for shapes with a rotational order only)."""
+    timeline = Timeline(video)
+    x0, x1, y0, y1 = _crop_box(video)
+    width = len(GEOMETRY_PARTS)
+    targets = np.zeros((len(times_s), len(GEOMETRY_TARGETS)), np.float32)
+    known = np.zeros_like(targets)
+    for i, t in enumerate(times_s):
+        for s in timeline.states(float(t)):
+            if s.alpha < 0.5 or not (x0 <= s.x <= x1 and y0 <= s.y <= y1):
+                continue
+            colour = s.wipe_colour if s.wipe_colour and s.wipe >= 0.5 else s.colour
+            at = _COLOUR_SLOT[colour] * width
+            targets[i, at] = 2.0 * (s.x - x0) / (x1 - x0) - 1.0
+            targets[i, at + 1] = 2.0 * (s.y - y0) / (y1 - y0) - 1.0
+            targets[i, at + 2] = (s.radius - _RADIUS_MID) / _RADIUS_HALF_RANGE
+            known[i, at : at + 3] = 1.0
+            order = ROTATION_ORDER.get(s.shape)
+            if order is not None:
+                turn = np.deg2rad(order * s.angle_deg)
+                targets[i, at + 3], targets[i, at + 4] = np.sin(turn), np.cos(turn)
+                known[i, at + 3 : at + 5] = 1.0
+    return targets, known
+
+
 def covers(event_clips: tuple[int, int], span: tuple[int, int]) -> bool:
     """Whether an event and a clip span overlap by at least half the shorter of the two."""
     overlap = min(event_clips[1], span[1]) - max(event_clips[0], span[0])
@@ -320,6 +358,8 @@ class EventBatch:
     text_image: np.ndarray  # (B, B * L) bool: the sentence fits the event at that clip
     text_window: np.ndarray  # (B, B) bool: the sentence fits an event filling that window
     entity_labels: np.ndarray  # (B * L, E) float32
+    geometry: np.ndarray  # (B * L, G) float32 targets
+    geometry_known: np.ndarray  # (B * L, G) float32 mask
     action_labels: np.ndarray  # (B, A) float32
     text_concepts: tuple[np.ndarray, ...]  # (B, E) labels, known, (B, A) labels, known
 
@@ -355,7 +395,7 @@ class TrainingCorpus:
         self.caches = [cache for _, cache in parts]
         self.bases = np.cumsum([0] + [len(cache.frames) for cache in self.caches])
         self.videos: list[VideoClips] = []
-        labels = []
+        labels, geometry, known = [], [], []
         for (plan, cache), base in zip(parts, self.bases, strict=False):
             for video in plan.videos:
                 first, end = cache.offsets[video.vid]
@@ -367,7 +407,12 @@ class TrainingCorpus:
                     spans.append((min(a, n - 1), min(b, n)))
                 self.videos.append(VideoClips(video, int(base) + first, n, tuple(spans)))
                 labels.append(entity_labels(video, cache.times_s[first:end]))
+                pose, pose_known = geometry_labels(video, cache.times_s[first:end])
+                geometry.append(pose)
+                known.append(pose_known)
         self.entity_labels = np.concatenate(labels)  # (N, E), by row
+        self.geometry = np.concatenate(geometry)  # (N, G), by row
+        self.geometry_known = np.concatenate(known)  # (N, G)
         self.events = [
             EventRef(v, e) for v, vc in enumerate(self.videos) for e in range(len(vc.event_clips))
         ]
@@ -485,6 +530,8 @@ class TrainingCorpus:
             text_image=text_image.reshape(n, n * window),
             text_window=text_window,
             entity_labels=self.entity_labels[rows.reshape(-1)],
+            geometry=self.geometry[rows.reshape(-1)],
+            geometry_known=self.geometry_known[rows.reshape(-1)],
             action_labels=actions,
             text_concepts=text_concepts(descriptions),
         )

@@ -11,6 +11,8 @@
   The same concept classifiers read image, window and sentence embeddings, so the
   concepts a sentence names pull it towards the clips that show them.
 
+- `masked_mse`: mean squared error over the known targets only (the pose of each
+  colour's object, known while it is visible).
 - `uniformity`: Wang & Isola's (2020) uniformity term, log E exp(-t |x - y|^2) over
   pairs of a batch. The synthetic frames differ only in a few small objects, so a fresh
   image tower maps every frame to nearly the same vector and the contrastive gradient
@@ -73,6 +75,13 @@ def focal_bce(
     if known is not None:
         loss, targets = loss * known, targets * known
     return loss.sum() / targets.sum().clamp_min(1.0)
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Mean of (prediction - target)^2 where `known` is 1; 0 if nothing is known.
+    All three (N, G)."""
+    squared = (prediction - target).pow(2) * known
+    return squared.sum() / known.sum().clamp_min(1.0)
 
 
 def uniformity(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:

@@ -349,6 +349,7 @@ class SynthClip(nn.Module):
         n_entity_concepts: int,
         n_action_concepts: int,
         head_hidden: int = 128,
+        n_geometry: int = 0,
     ) -> None:
         import open_clip
 
@@ -361,6 +362,10 @@ class SynthClip(nn.Module):
         self.action_concepts = nn.Linear(config.embed_dim, n_action_concepts)
         nn.init.constant_(self.entity_concepts.bias, -2.0)  # rare labels (focal loss prior)
         nn.init.constant_(self.action_concepts.bias, -2.0)
+        # pose regression from a clip embedding (training only), zero at the start; made
+        # on a forked generator, so the other weights start as they would without it
+        with torch.random.fork_rng(devices=[]):
+            self.geometry = _zero_linear(config.embed_dim, n_geometry)
         # temperatures of the level alignments (log of the inverse), CLIP's init 1/0.07
         self.level_logit_scale = nn.Parameter(torch.full((3,), math.log(1.0 / 0.07)))
 
@@ -371,6 +376,10 @@ class SynthClip(nn.Module):
     def action_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) normalised window or sentence embeddings -> (N, action concepts)."""
         return self.action_concepts(CONCEPT_SCALE * x)
+
+    def geometry_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) normalised image embeddings -> (N, geometry targets)."""
+        return self.geometry(CONCEPT_SCALE * x)
 
     def set_concept_priors(self, entity: torch.Tensor, action: torch.Tensor) -> None:
         """Start the concept classifiers at the labels' base rates (focal loss prior init),
@@ -447,8 +456,9 @@ def record_metrics(path: Path, name: str, metrics: dict[str, Any]) -> None:
     save_checkpoint(path, checkpoint)
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> SynthClip:
-    """The training model back from a checkpoint (float16-rounded CLIP weights), CPU."""
+def model_from_checkpoint(checkpoint: dict[str, Any], n_geometry: int = 0) -> SynthClip:
+    """The training model back from a checkpoint (float16-rounded CLIP weights), CPU.
+    A checkpoint without a geometry head gets a fresh one with `n_geometry` outputs."""
     try:
         config = EncoderConfig.from_dict(checkpoint["encoder_config"])
         vocab = TokenVocab(checkpoint["tokenizer"]["trained_token_ids"])
@@ -460,11 +470,14 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> SynthClip:
             int(concepts["entity"]["weight"].shape[0]),
             int(concepts["action"]["weight"].shape[0]),
             int(heads["config"]["hidden"]),
+            int(concepts["geometry"]["weight"].shape[0]) if "geometry" in concepts else n_geometry,
         )
         model.load_exported_clip_state(checkpoint)
         model.heads.load_state_dict(heads["state_dict"])
         model.entity_concepts.load_state_dict(concepts["entity"])
         model.action_concepts.load_state_dict(concepts["action"])
+        if "geometry" in concepts:
+            model.geometry.load_state_dict(concepts["geometry"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise ModelError(f"the checkpoint cannot rebuild the training model: {e}") from e
     return model

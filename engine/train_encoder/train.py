@@ -7,7 +7,10 @@ video-text retrieval, plus MCSAN-style concept losses):
 - clip frame <-> sentence: symmetric multi-positive InfoNCE, CLIP's learnable temperature;
 - action window <-> sentence: the action head over the window's clip embeddings;
 - entity concepts (focal BCE) on every clip embedding, action concepts on every window,
-  and the same classifiers on the sentence embeddings (the concepts its words settle).
+  and the same classifiers on the sentence embeddings (the concepts its words settle);
+- pose (masked MSE): each colour's object's place, size and turn read linearly from the
+  clip embedding. Ingest samples one frame per 2 s clip and the action head sees only
+  the clip embeddings, so motion is visible to it only if they keep where things are.
 From scratch, contrast between uninformative embeddings collapses one tower onto a
 constant (the frames differ only in small objects), so the first `contrastive_start` of
 stage 1 trains on the concept losses alone (classifier biases start at the base rates),
@@ -47,6 +50,7 @@ from engine.train_encoder.data import (
     ACTION_CONCEPTS,
     CLIP_SECONDS,
     ENTITY_CONCEPTS,
+    GEOMETRY_TARGETS,
     EventBatch,
     TrainingCorpus,
     VideoBatch,
@@ -55,6 +59,7 @@ from engine.train_encoder.data import (
 )
 from engine.train_encoder.losses import (
     focal_bce,
+    masked_mse,
     multi_positive_nce,
     soft_target_ce,
     symmetric_nce,
@@ -97,6 +102,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     token_dropout: float = 0.1  # share of word tokens replaced by UNK (robust to new words)
     concept_weight: float = 1.0
+    geometry_weight: float = 1.0  # stage 1: pose regression on clip embeddings (0: off)
     uniformity_weight: float = 0.5  # stage 1: spread each tower's embeddings
     contrastive_start: float = 0.4  # stage 1: share of steps on the concept losses alone
     contrastive_warmup: float = 0.1  # stage 1: share of steps over which contrast ramps up
@@ -227,6 +233,7 @@ def stage1_loss(
     generator: torch.Generator | None = None,
     uniformity_weight: float = 0.0,
     contrastive_weight: float = 1.0,
+    geometry_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The stage-1 loss of one event batch and its parts."""
     n, length = batch.valid.shape
@@ -248,8 +255,14 @@ def stage1_loss(
     loss_action = focal_bce(action_logits, torch.from_numpy(batch.action_labels).to(device))
     loss_text = text_concept_loss(model, text, batch.text_concepts, device)
     loss_spread = uniformity(images[flat_valid]) + uniformity(text)
+    loss_geometry = masked_mse(
+        model.geometry_outputs(images[flat_valid]),
+        torch.from_numpy(batch.geometry).to(device)[flat_valid],
+        torch.from_numpy(batch.geometry_known).to(device)[flat_valid],
+    )
     total = contrastive_weight * (loss_clip + loss_window) + uniformity_weight * loss_spread
     total = total + concept_weight * (loss_entity + loss_action + loss_text)
+    total = total + geometry_weight * loss_geometry
     parts = {
         "loss": float(total.detach()),
         "clip": float(loss_clip.detach()),
@@ -258,6 +271,7 @@ def stage1_loss(
         "action_concepts": float(loss_action.detach()),
         "text_concepts": float(loss_text.detach()),
         "uniformity": float(loss_spread.detach()),
+        "geometry": float(loss_geometry.detach()),
     }
     return total, parts
 
@@ -430,7 +444,12 @@ def train_encoder(
             raise InputError("epochs=0 (level heads only) needs a checkpoint to start from")
         vocab = tokens.vocabulary(training_texts() + [q.text for q in corpus.queries])
         model = SynthClip(
-            config.encoder, vocab, len(ENTITY_CONCEPTS), len(ACTION_CONCEPTS), config.head_hidden
+            config.encoder,
+            vocab,
+            len(ENTITY_CONCEPTS),
+            len(ACTION_CONCEPTS),
+            config.head_hidden,
+            len(GEOMETRY_TARGETS),
         )
         entity_rate, action_rate = corpus.concept_rates()
         model.set_concept_priors(torch.from_numpy(entity_rate), torch.from_numpy(action_rate))
@@ -463,6 +482,7 @@ def train_encoder(
                 generator,
                 config.uniformity_weight * contrast,
                 contrast,
+                config.geometry_weight,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -564,7 +584,7 @@ def initial_model(checkpoint: dict[str, Any], config: TrainConfig) -> SynthClip:
         raise InputError(
             f"the starting checkpoint's heads are {hidden} wide, not {config.head_hidden}"
         )
-    return model_from_checkpoint(checkpoint)
+    return model_from_checkpoint(checkpoint, len(GEOMETRY_TARGETS))
 
 
 def checkpoint_payload(
@@ -592,6 +612,7 @@ def checkpoint_payload(
         "concept_heads": {
             "entity": {k: v.detach().cpu() for k, v in model.entity_concepts.state_dict().items()},
             "action": {k: v.detach().cpu() for k, v in model.action_concepts.state_dict().items()},
+            "geometry": {k: v.detach().cpu() for k, v in model.geometry.state_dict().items()},
         },
         "tokenizer": {
             "kind": "openai-clip-bpe",

@@ -16,15 +16,20 @@ from engine.encoder_registry import resolve_encoder
 from engine.encoders import create_encoder
 from engine.errors import InputError, ModelError
 from engine.synth import generate_corpus
+from engine.synth.world import COLOURS, plan_corpus
 from engine.train_encoder.data import (
     ACTION_CONCEPTS,
     ENTITY_CONCEPTS,
+    GEOMETRY_PARTS,
+    GEOMETRY_TARGETS,
     TrainingCorpus,
     covers,
     describe_event,
+    geometry_labels,
 )
 from engine.train_encoder.losses import (
     focal_bce,
+    masked_mse,
     multi_positive_nce,
     soft_target_ce,
     symmetric_nce,
@@ -123,6 +128,44 @@ def test_soft_target_and_focal_losses_against_naive() -> None:
 # --- vocabulary and data --------------------------------------------------------------
 
 
+def test_masked_mse_counts_known_targets_only() -> None:
+    prediction = torch.tensor([[1.0, 5.0], [0.0, 2.0]])
+    target = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    known = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert float(masked_mse(prediction, target, known)) == pytest.approx((1 + 0 + 4) / 3)
+    assert float(masked_mse(prediction, target, torch.zeros_like(known))) == 0.0
+
+
+def test_geometry_labels_follow_the_plan() -> None:
+    """Each action shows in the pose targets of its actor's colour slot."""
+    corpus = plan_corpus(n_videos=12, seed=4, min_seconds=60, max_seconds=90)
+    width = len(GEOMETRY_PARTS)
+    seen = set()
+    for video in corpus.videos:
+        for event in video.events:
+            slot = list(COLOURS).index(event.entity.colour) * width
+            times = np.array([event.start_s + 0.01, event.end_s - 0.01])
+            pose, known = geometry_labels(video, times)
+            assert pose.shape == known.shape == (2, len(GEOMETRY_TARGETS))
+            if not known[:, slot : slot + 3].all():
+                continue  # out of the crop at one end
+            x, y, radius = (pose[:, slot + k] for k in range(3))
+            if event.action == "move_right":
+                assert x[1] - x[0] > 0.4, (x, event)
+            elif event.action == "move_up":
+                assert y[1] - y[0] < -0.4, (y, event)
+            elif event.action == "grow":
+                assert radius[0] < -0.5 and radius[1] > 0.5, (radius, event)
+            elif event.action == "spin":
+                assert known[:, slot + 3 : slot + 5].all()
+            else:
+                continue
+            seen.add(event.action)
+            if event.entity.shape in ("circle", "ring"):
+                assert not known[:, slot + 3 : slot + 5].any()  # round: no turn
+    assert seen == {"move_right", "move_up", "grow", "spin"}
+
+
 def test_token_vocab_rows() -> None:
     vocab = TokenVocab([320, 1929, 320, 49406])
     assert vocab.token_ids == (320, 1929) and vocab.size == 6
@@ -189,6 +232,8 @@ def test_batches_say_what_fits_what(tiny_corpus: Path, tmp_path: Path) -> None:
     batch = corpus.event_batch(refs, 4, rng)
     assert batch.rows.shape == (24,) and batch.valid.all()
     assert batch.entity_labels.shape == (24, len(ENTITY_CONCEPTS))
+    assert batch.geometry.shape == batch.geometry_known.shape == (24, len(GEOMETRY_TARGETS))
+    assert batch.geometry_known.any(axis=1).all()  # some object is in view in every clip
     assert batch.action_labels.shape == (6, len(ACTION_CONCEPTS))
     for j, ref in enumerate(refs):
         assert batch.text_window[j, j]  # each sentence fits its own event's window
@@ -231,7 +276,9 @@ def test_brief_retrain_lowers_both_stage_losses(tiny_corpus: Path, tmp_path: Pat
     checkpoint = read_checkpoint(out)
     trained = model_from_checkpoint(checkpoint).eval()
     torch.manual_seed(0)  # the same initial weights train_encoder started from
-    initial = SynthClip(TINY, trained.vocab, len(ENTITY_CONCEPTS), len(ACTION_CONCEPTS), 16)
+    initial = SynthClip(
+        TINY, trained.vocab, len(ENTITY_CONCEPTS), len(ACTION_CONCEPTS), 16, len(GEOMETRY_TARGETS)
+    )
     initial.eval()
     tokens = TextTokens(TINY.context_length)
     device = torch.device("cpu")
@@ -240,6 +287,7 @@ def test_brief_retrain_lowers_both_stage_losses(tiny_corpus: Path, tmp_path: Pat
         before = stage1_loss(initial, corpus, tokens, batch, device)[1]
         after = stage1_loss(trained, corpus, tokens, batch, device)[1]
     assert after["loss"] < 0.9 * before["loss"], (before, after)
+    assert after["geometry"] < 0.9 * before["geometry"], (before, after)
     # stage 2: a few steps on the level heads alone lower one video batch's level losses
     features = embed_corpus(trained, corpus, device)
     firsts = [vc.first_row for vc in corpus.videos]
