@@ -120,6 +120,14 @@ _BUILTIN: tuple[EncoderSpec, ...] = (
         max_text_tokens=0,
         description="128-d CLIP trained on the vtr synth world (96 px ResNet, 4-layer text)",
     ),
+    EncoderSpec(
+        "vtr-synth-s2",
+        "vtr",
+        "",
+        str(SHIPPED_MODELS_DIR / "vtr-synth-s2.pt"),
+        max_text_tokens=0,
+        description="vtr-synth-s trained on with the pose loss: its clips keep where things are",
+    ),
 )
 
 

@@ -182,8 +182,8 @@ def trained_strategy_for(encoder: str) -> str:
     if spec.backend != "vtr":
         raise InputError(
             f"[levels] strategy 'trained' needs an encoder trained by `vtr train encoder` "
-            f"(vtr-synth-s or vtr:CHECKPOINT), whose checkpoint holds the level heads; "
-            f"{encoder!r} has none: use strategy 'pooling'"
+            f"(vtr-synth-s2, vtr-synth-s or vtr:CHECKPOINT), whose checkpoint holds the "
+            f"level heads; {encoder!r} has none: use strategy 'pooling'"
         )
     path = Path(spec.weights).resolve()
     if path == shipped_checkpoint().resolve():

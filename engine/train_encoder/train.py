@@ -559,6 +559,7 @@ def train_encoder(
                 {"stage": "heads", "epoch": epoch, **_mean_parts(parts)}
                 | {"seconds": round(time.perf_counter() - t_epoch, 2)}
             )
+            log.info("heads epoch %d: %s", epoch, history[-1])
     seconds["heads"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
 
