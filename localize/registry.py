@@ -2,18 +2,24 @@
 
 - `similarity`: training-free (text-clip cosine curve -> moment proposals).
 - `mesm`: MESM from a checkpoint (vtr's own, or an official one); without one, the
-  checkpoint vtr ships for the collection's encoder (`models/mesm-<encoder>.pt`), if any.
+  checkpoint vtr ships for the collection's encoder (`models/mesm-<encoder>.pt`), if any,
+  once the encoder's weights are checked to be the ones it was trained on
+  (`models/features.json`: encoder -> sha256 of its weights file).
 - `spans`: multi-length spans embedded by the level strategy's action embedding
   (`LocalizerOptions.span_embedder`), scored by cosine with the query.
 `similarity` and `mesm` are wrapped in long-video windowing, so a video longer than
 `max_clips` is localized in overlapping windows anywhere in it; `spans` takes any length.
 """
 
+import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import ConfigError
+from engine.encoder_registry import resolve_encoder
+from engine.errors import ConfigError, ModelError
+from engine.sources import sha256_file
 from localize.similarity import SimilarityLocalizer
 from localize.spans import SpanEmbedder, SpanLocalizer
 from localize.types import Localizer
@@ -51,6 +57,8 @@ def _mesm(options: LocalizerOptions) -> Localizer:
         )
     if not path.is_file():
         raise ConfigError(f"MESM checkpoint not found: {path}")
+    if not options.checkpoint:
+        check_shipped_features(options.encoder)
     return MesmLocalizer.from_checkpoint(path, device=options.device, nms_iou=options.nms_iou)
 
 
@@ -62,12 +70,36 @@ def _spans(options: LocalizerOptions) -> Localizer:
 
 MODELS_DIR = Path(__file__).parent / "models"
 SHIPPED_MESM_PREFIX = "mesm-"  # models/mesm-<encoder>.pt
+SHIPPED_MESM_FEATURES = MODELS_DIR / "features.json"
 
 
 def shipped_mesm_checkpoint(encoder: str) -> Path | None:
     """The MESM checkpoint shipped for features of `encoder`, if vtr ships one."""
     path = MODELS_DIR / f"{SHIPPED_MESM_PREFIX}{encoder}.pt"
     return path if encoder and path.is_file() else None
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, mtime_ns: int) -> str:
+    del mtime_ns  # part of the cache key: a rewritten file is hashed again
+    return sha256_file(Path(path))
+
+
+def check_shipped_features(encoder: str) -> None:
+    """Raise unless `encoder`'s weights file is the one whose features the shipped MESM
+    for it was trained on: a MESM only fits the features it learnt from."""
+    trained_on = json.loads(SHIPPED_MESM_FEATURES.read_text()).get(encoder)
+    if trained_on is None:
+        raise ModelError(f"internal: {SHIPPED_MESM_FEATURES} has no entry for {encoder!r}")
+    weights = Path(resolve_encoder(encoder).weights)
+    if not weights.is_file():
+        raise ConfigError(f"the weights of encoder {encoder!r} are missing: {weights}")
+    if _sha256(str(weights), weights.stat().st_mtime_ns) != trained_on:
+        raise ConfigError(
+            f"the MESM shipped for {encoder!r} was trained on the features of other "
+            f"{encoder!r} weights than {weights}; set localizer.checkpoint to a MESM "
+            "trained on these features, or use localizer.name = 'spans' or 'similarity'"
+        )
 
 
 def shipped_mesm_encoders() -> list[str]:
