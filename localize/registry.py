@@ -70,7 +70,7 @@ def _spans(options: LocalizerOptions) -> Localizer:
 
 MODELS_DIR = Path(__file__).parent / "models"
 SHIPPED_MESM_PREFIX = "mesm-"  # models/mesm-<encoder>.pt
-SHIPPED_MESM_FEATURES = MODELS_DIR / "features.json"
+SHIPPED_MESM_FEATURES = "features.json"  # in MODELS_DIR
 
 
 def shipped_mesm_checkpoint(encoder: str) -> Path | None:
@@ -88,9 +88,10 @@ def _sha256(path: str, mtime_ns: int) -> str:
 def check_shipped_features(encoder: str) -> None:
     """Raise unless `encoder`'s weights file is the one whose features the shipped MESM
     for it was trained on: a MESM only fits the features it learnt from."""
-    trained_on = json.loads(SHIPPED_MESM_FEATURES.read_text()).get(encoder)
+    record = MODELS_DIR / SHIPPED_MESM_FEATURES
+    trained_on = json.loads(record.read_text()).get(encoder) if record.is_file() else None
     if trained_on is None:
-        raise ModelError(f"internal: {SHIPPED_MESM_FEATURES} has no entry for {encoder!r}")
+        raise ModelError(f"internal: {record} has no entry for {encoder!r}")
     weights = Path(resolve_encoder(encoder).weights)
     if not weights.is_file():
         raise ConfigError(f"the weights of encoder {encoder!r} are missing: {weights}")

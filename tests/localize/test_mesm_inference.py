@@ -1,6 +1,7 @@
 """MesmLocalizer: input preparation, official post-processing, cache, precision, errors."""
 
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from engine.encoder_registry import EncoderSpec
 from engine.errors import ConfigError, InputError
+from engine.sources import sha256_file
 from localize import registry
 from localize.mesm.checkpoint import save_checkpoint
 from localize.mesm.config import MesmConfig
@@ -277,6 +280,12 @@ def test_mesm_without_a_checkpoint_uses_the_one_shipped_for_the_encoder(
 ) -> None:
     monkeypatch.setattr(registry, "MODELS_DIR", tmp_path)
     save_checkpoint(tmp_path / "mesm-enc-a.pt", model)
+    weights = tmp_path / "enc-a.pt"  # the encoder weights whose features it learnt from
+    weights.write_bytes(b"enc-a weights")
+    (tmp_path / "features.json").write_text(json.dumps({"enc-a": sha256_file(weights)}))
+    monkeypatch.setattr(
+        registry, "resolve_encoder", lambda name: EncoderSpec(name, "vtr", "", str(weights))
+    )
     windowed = create_localizer("mesm", LocalizerOptions(encoder="enc-a", device="cpu"))
     assert isinstance(windowed, WindowedLocalizer)
     assert isinstance(windowed.inner, MesmLocalizer) and windowed.max_clips == model.config.max_v_l
