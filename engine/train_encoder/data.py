@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from engine.synth.world import (
     CorpusPlan,
     Entity,
     Event,
+    ObjectState,
     SynthQuery,
     Timeline,
     VideoPlan,
@@ -266,22 +267,30 @@ def _crop_box(video: VideoPlan) -> tuple[float, float, float, float]:
     return 0.5 - half_x, 0.5 + half_x, 0.5 - half_y, 0.5 + half_y
 
 
-def entity_labels(video: VideoPlan, times_s: np.ndarray) -> np.ndarray:
-    """(n, len(ENTITY_CONCEPTS)) float32: objects visible (centre inside the crop, at
-    least half opaque) at each time, with the colour and size they show."""
+def _visible_states(
+    video: VideoPlan, times_s: np.ndarray
+) -> Iterator[tuple[int, ObjectState, str]]:
+    """(time index, state, colour shown) of every object visible at each time: centre
+    inside the crop and at least half opaque; mid colour change, the colour that covers
+    most of it."""
     timeline = Timeline(video)
     x0, x1, y0, y1 = _crop_box(video)
-    middle = 0.5 * (SIZE_RADIUS["small"] + SIZE_RADIUS["large"])
-    labels = np.zeros((len(times_s), len(ENTITY_CONCEPTS)), np.float32)
     for i, t in enumerate(times_s):
         for s in timeline.states(float(t)):
             if s.alpha < 0.5 or not (x0 <= s.x <= x1 and y0 <= s.y <= y1):
                 continue
-            colour = s.wipe_colour if s.wipe_colour and s.wipe >= 0.5 else s.colour
-            size = "large" if s.radius >= middle else "small"
-            for name in (f"colour={colour}", f"shape={s.shape}", f"size={size}"):
-                labels[i, _ENTITY_INDEX[name]] = 1.0
-            labels[i, _ENTITY_INDEX[f"{size} {colour} {s.shape}"]] = 1.0
+            yield i, s, s.wipe_colour if s.wipe_colour and s.wipe >= 0.5 else s.colour
+
+
+def entity_labels(video: VideoPlan, times_s: np.ndarray) -> np.ndarray:
+    """(n, len(ENTITY_CONCEPTS)) float32: objects visible (centre inside the crop, at
+    least half opaque) at each time, with the colour and size they show."""
+    labels = np.zeros((len(times_s), len(ENTITY_CONCEPTS)), np.float32)
+    for i, s, colour in _visible_states(video, times_s):
+        size = "large" if s.radius >= _RADIUS_MID else "small"
+        for name in (f"colour={colour}", f"shape={s.shape}", f"size={size}"):
+            labels[i, _ENTITY_INDEX[name]] = 1.0
+        labels[i, _ENTITY_INDEX[f"{size} {colour} {s.shape}"]] = 1.0
     return labels
 
 
@@ -290,26 +299,21 @@ def geometry_labels(video: VideoPlan, times_s: np.ndarray) -> tuple[np.ndarray, 
     colour whose object is visible (as in `entity_labels`), its centre in the crop
     (-1..1), its radius (-1 small .. 1 large) and its turn (sin, cos of order x angle,
     known for shapes with a rotational order only)."""
-    timeline = Timeline(video)
     x0, x1, y0, y1 = _crop_box(video)
     width = len(GEOMETRY_PARTS)
     targets = np.zeros((len(times_s), len(GEOMETRY_TARGETS)), np.float32)
     known = np.zeros_like(targets)
-    for i, t in enumerate(times_s):
-        for s in timeline.states(float(t)):
-            if s.alpha < 0.5 or not (x0 <= s.x <= x1 and y0 <= s.y <= y1):
-                continue
-            colour = s.wipe_colour if s.wipe_colour and s.wipe >= 0.5 else s.colour
-            at = _COLOUR_SLOT[colour] * width
-            targets[i, at] = 2.0 * (s.x - x0) / (x1 - x0) - 1.0
-            targets[i, at + 1] = 2.0 * (s.y - y0) / (y1 - y0) - 1.0
-            targets[i, at + 2] = (s.radius - _RADIUS_MID) / _RADIUS_HALF_RANGE
-            known[i, at : at + 3] = 1.0
-            order = ROTATION_ORDER.get(s.shape)
-            if order is not None:
-                turn = np.deg2rad(order * s.angle_deg)
-                targets[i, at + 3], targets[i, at + 4] = np.sin(turn), np.cos(turn)
-                known[i, at + 3 : at + 5] = 1.0
+    for i, s, colour in _visible_states(video, times_s):
+        at = _COLOUR_SLOT[colour] * width
+        targets[i, at] = 2.0 * (s.x - x0) / (x1 - x0) - 1.0
+        targets[i, at + 1] = 2.0 * (s.y - y0) / (y1 - y0) - 1.0
+        targets[i, at + 2] = (s.radius - _RADIUS_MID) / _RADIUS_HALF_RANGE
+        known[i, at : at + 3] = 1.0
+        order = ROTATION_ORDER.get(s.shape)
+        if order is not None:
+            turn = np.deg2rad(order * s.angle_deg)
+            targets[i, at + 3], targets[i, at + 4] = np.sin(turn), np.cos(turn)
+            known[i, at + 3 : at + 5] = 1.0
     return targets, known
 
 

@@ -35,7 +35,6 @@ from engine.train_encoder.losses import (
     symmetric_nce,
 )
 from engine.train_encoder.model import (
-    CONCEPT_SCALE,
     EOT_ID,
     SOT_ID,
     EncoderConfig,
@@ -423,8 +422,7 @@ def test_shipped_s2_clips_keep_where_objects_are(tmp_path: Path) -> None:
     """Through the ingest path (render, decode, preprocess, encode), the pose head of
     vtr-synth-s2 reads each visible object's place and size back from its clip vector."""
     checkpoint = read_checkpoint(Path(resolve_encoder("vtr-synth-s2").weights))
-    head = torch.nn.Linear(128, len(GEOMETRY_TARGETS))
-    head.load_state_dict(checkpoint["concept_heads"]["geometry"])
+    model = model_from_checkpoint(checkpoint).eval()
     encoder = create_encoder("vtr-synth-s2", "cpu")
     errors, spreads = [], []
     for video in plan_corpus(n_videos=2, seed=5, min_seconds=40, max_seconds=60).videos:
@@ -433,7 +431,7 @@ def test_shipped_s2_clips_keep_where_objects_are(tmp_path: Path) -> None:
         frames = np.concatenate([clip.frames for clip in clips])
         vectors = encoder.encode_images(encoder.preprocess(frames))
         with torch.no_grad():
-            pose = head(CONCEPT_SCALE * torch.from_numpy(vectors)).numpy()
+            pose = model.geometry_outputs(torch.from_numpy(vectors)).numpy()
         target, known = geometry_labels(video, np.array([c.times_s[0] for c in clips]))
         place = np.zeros(len(GEOMETRY_TARGETS), bool)
         place[:: len(GEOMETRY_PARTS)] = place[1 :: len(GEOMETRY_PARTS)] = True  # x and y
