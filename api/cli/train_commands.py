@@ -284,6 +284,15 @@ def train_encoder_command(
             "from its clip embedding, so the action head can see motion (0: off).",
         ),
     ] = 1.0,
+    counterfactual_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Weight of the level heads' counterfactual loss: an event's windows must "
+            "fit its sentence better than sentences about the same object doing something "
+            "else, and better than themselves played backwards (0: off).",
+        ),
+    ] = 1.0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -334,6 +343,7 @@ def train_encoder_command(
         device=device,
         encoder=encoder_config,
         geometry_weight=geometry_weight,
+        counterfactual_weight=counterfactual_weight,
     )
     tasks: dict[str, TaskID] = {}
     with count_bars(transient=True) as progress:

@@ -243,6 +243,17 @@ class Description:
 
 
 _NAMING_P = np.array([w for _, w in NAMINGS]) / sum(w for _, w in NAMINGS)
+# Actions whose clips played backwards show another action.
+REVERSED_ACTION: dict[str, str] = {
+    "move_left": "move_right",
+    "move_right": "move_left",
+    "move_up": "move_down",
+    "move_down": "move_up",
+    "grow": "shrink",
+    "shrink": "grow",
+    "appear": "disappear",
+    "disappear": "appear",
+}
 
 
 def describe_event(event: Event, rng: np.random.Generator) -> Description:
@@ -254,6 +265,42 @@ def describe_event(event: Event, rng: np.random.Generator) -> Description:
     words = {a: event.entity.value(a) for a in named}
     text, _ = phrase_query(words, event.action, target or None, rng, heldout=False)
     return Description(text, tuple(named), event.entity, event.action, target)
+
+
+def reverses(description: Description) -> bool:
+    """Whether the event played backwards no longer fits the sentence ("turns blue"
+    backwards turns from blue; "changes colour" backwards still changes colour)."""
+    return description.action in REVERSED_ACTION or bool(description.target_colour)
+
+
+def counterfactual_sentences(
+    description: Description, k: int, rng: np.random.Generator
+) -> list[Description]:
+    """`k` sentences naming the same object as `description` but another action (or,
+    for a named colour change, another new colour), so none fits the described event;
+    the reversed action comes first when there is one (the hardest for the action head)."""
+    if k == 0:
+        return []
+    colour = description.entity.value("colour")
+    wrong: list[tuple[str, str]] = [
+        (a, "") for a in ACTIONS if a not in (description.action, "change_colour")
+    ]
+    if description.action != "change_colour":
+        wrong.append(("change_colour", ""))
+    targets = [c for c in COLOURS if c not in (colour, description.target_colour)]
+    if description.action != "change_colour" or description.target_colour:
+        wrong.append(("change_colour", str(rng.choice(targets))))
+    first = REVERSED_ACTION.get(description.action)
+    picks = [(first, "")] if first is not None else []
+    rest = [w for w in wrong if w[0] != first]
+    order = rng.permutation(len(rest))
+    picks.extend(rest[int(i)] for i in order[: max(0, k - len(picks))])
+    words = {a: description.entity.value(a) for a in description.named}
+    out = []
+    for action, target in picks[:k]:
+        text, _ = phrase_query(words, action, target or None, rng, heldout=False)
+        out.append(Description(text, description.named, description.entity, action, target))
+    return out
 
 
 # --- labels ---------------------------------------------------------------------------
@@ -382,6 +429,8 @@ class VideoBatch:
     text_clip: np.ndarray  # (S, n_clips of all V videos) bool: inside a fitted event
     window_action_labels: np.ndarray  # (n_windows, A) float32
     text_concepts: tuple[np.ndarray, ...]  # (S, E) labels, known, (S, A) labels, known
+    counterfactuals: list[str]  # (S * K,) K sentences per sentence, none fits its event
+    reverses: np.ndarray  # (S,) bool: the event played backwards does not fit the sentence
 
 
 class TrainingCorpus:
@@ -546,10 +595,13 @@ class TrainingCorpus:
         layouts: Sequence[dict[str, list[tuple[int, int]]]],
         sentences_per_video: int,
         rng: np.random.Generator,
+        counterfactuals: int = 0,
     ) -> VideoBatch:
         """Sentences about up to `sentences_per_video` events of each video, and their fit
         to every video, action window, entity state and clip of the batch. `layouts[v]`
-        holds video v's "action" and "entity" clip ranges (the index's layout)."""
+        holds video v's "action" and "entity" clip ranges (the index's layout). Each
+        sentence gets `counterfactuals` sentences about the same object doing something
+        else (`counterfactual_sentences`)."""
         descriptions: list[Description] = []
         for v in videos:
             events = self.videos[v].plan.events
@@ -593,6 +645,12 @@ class TrainingCorpus:
             text_clip=text_clip,
             window_action_labels=actions,
             text_concepts=text_concepts(descriptions),
+            counterfactuals=[
+                c.text
+                for d in descriptions
+                for c in counterfactual_sentences(d, counterfactuals, rng)
+            ],
+            reverses=np.array([reverses(d) for d in descriptions], bool),
         )
 
 

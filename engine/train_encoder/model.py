@@ -339,6 +339,15 @@ def gather_ranges(
     return clips[index] * mask.unsqueeze(-1).to(clips.dtype), mask  # (N, Lmax, D), (N, Lmax)
 
 
+def reverse_in_time(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Padded clip ranges (N, L, D) with mask (N, L) -> each range's clips in reverse
+    order (padding stays at the end)."""
+    lengths = mask.sum(dim=1, keepdim=True)  # (N, 1)
+    index = (lengths - 1 - torch.arange(x.shape[1], device=x.device)).clamp_min(0)  # (N, L)
+    flipped = x.gather(1, index.unsqueeze(-1).expand_as(x))
+    return flipped * mask.unsqueeze(-1).to(x.dtype)
+
+
 class SynthClip(nn.Module):
     """The training model: CLIP on reduced token rows, level heads, concept classifiers."""
 

@@ -72,6 +72,7 @@ from engine.train_encoder.model import (
     TokenVocab,
     gather_ranges,
     model_from_checkpoint,
+    reverse_in_time,
 )
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,10 @@ class TrainConfig:
     token_dropout: float = 0.1  # share of word tokens replaced by UNK (robust to new words)
     concept_weight: float = 1.0
     geometry_weight: float = 1.0  # stage 1: pose regression on clip embeddings (0: off)
+    # stage 2: each sentence's windows against sentences about the same object doing
+    # something else, and against themselves played backwards (0: off)
+    counterfactual_weight: float = 1.0
+    counterfactuals: int = 4  # stage 2: such sentences per sentence
     uniformity_weight: float = 0.5  # stage 1: spread each tower's embeddings
     contrastive_start: float = 0.4  # stage 1: share of steps on the concept losses alone
     contrastive_warmup: float = 0.1  # stage 1: share of steps over which contrast ramps up
@@ -287,6 +292,7 @@ def stage2_loss(
     concept_weight: float = 0.5,
     dropout: float = 0.0,
     generator: torch.Generator | None = None,
+    counterfactual_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The stage-2 loss of one video batch. `features` (N, D): every clip of the corpus
     (frozen), video v's rows start at `first_rows[v]`."""
@@ -322,6 +328,14 @@ def stage2_loss(
     )
     loss_concepts = loss_concepts + text_concept_loss(model, text, batch.text_concepts, device)
     total = loss_global + loss_action + loss_entity + loss_clip + concept_weight * loss_concepts
+    loss_counter = text.new_zeros(())
+    if batch.counterfactuals and counterfactual_weight > 0:
+        counter = encode_text(model, tokens, batch.counterfactuals, device, dropout, generator)
+        counter = counter.view(len(batch.texts), -1, counter.shape[-1])  # (S, K, D)
+        loss_counter = counterfactual_loss(
+            model, text, counter, x_w, m_w, window_vectors, batch, device
+        )
+        total = total + counterfactual_weight * loss_counter
     parts = {
         "loss": float(total.detach()),
         "global": float(loss_global.detach()),
@@ -329,8 +343,43 @@ def stage2_loss(
         "entity": float(loss_entity.detach()),
         "clip": float(loss_clip.detach()),
         "action_concepts": float(loss_concepts.detach()),
+        "counterfactual": float(loss_counter.detach()),
     }
     return total, parts
+
+
+def counterfactual_loss(
+    model: SynthClip,
+    text: torch.Tensor,
+    counter: torch.Tensor,
+    x_w: torch.Tensor,
+    m_w: torch.Tensor,
+    window_vectors: torch.Tensor,
+    batch: VideoBatch,
+    device: torch.device,
+) -> torch.Tensor:
+    """Each sentence's well-placed windows (IoU >= 0.5) must fit it better than they fit
+    its counterfactual sentences (`counter`: (S, K, D)), and better than the same window
+    played backwards fits it where that shows another action: cross-entropy over those
+    pairs, weighted by the window's IoU^2."""
+    weights = torch.from_numpy(batch.text_window).to(device)  # (S, W)
+    pairs = torch.nonzero(weights >= 0.25)  # (P, 2): sentence, window
+    if len(pairs) == 0:
+        return text.new_zeros(())
+    i, w = pairs[:, 0], pairs[:, 1]
+    windows = window_vectors[w]  # (P, D)
+    backwards = model.heads.action_vectors(reverse_in_time(x_w[w], m_w[w]), m_w[w])  # (P, D)
+    reverses = torch.from_numpy(batch.reverses).to(device)[i]  # (P,)
+    columns = [
+        (text[i] * windows).sum(-1, keepdim=True),  # the fitting pair first
+        torch.einsum("pkd,pd->pk", counter[i], windows),
+        (text[i] * backwards).sum(-1, keepdim=True).masked_fill(~reverses[:, None], -1e4),
+    ]
+    logits = model.level_scale("action") * torch.cat(columns, dim=1)  # (P, 2 + K)
+    target = torch.zeros(len(pairs), dtype=torch.long, device=device)
+    loss = F.cross_entropy(logits, target, reduction="none")
+    weight = weights[i, w]
+    return (loss * weight).sum() / weight.sum()
 
 
 def contrastive_ramp(progress: float, config: TrainConfig) -> float:
@@ -530,7 +579,11 @@ def train_encoder(
         parts, t_epoch = [], time.perf_counter()
         for chunk in _batches(len(corpus.videos), config.batch_videos, rng):
             batch2 = corpus.video_batch(
-                [int(v) for v in chunk], layouts, config.sentences_per_video, rng
+                [int(v) for v in chunk],
+                layouts,
+                config.sentences_per_video,
+                rng,
+                config.counterfactuals if config.counterfactual_weight > 0 else 0,
             )
             loss, loss_parts = stage2_loss(
                 model,
@@ -543,6 +596,7 @@ def train_encoder(
                 config.concept_weight,
                 config.token_dropout,
                 generator,
+                config.counterfactual_weight,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -22,10 +22,13 @@ from engine.train_encoder.data import (
     ENTITY_CONCEPTS,
     GEOMETRY_PARTS,
     GEOMETRY_TARGETS,
+    REVERSED_ACTION,
     TrainingCorpus,
+    counterfactual_sentences,
     covers,
     describe_event,
     geometry_labels,
+    reverses,
 )
 from engine.train_encoder.losses import (
     focal_bce,
@@ -42,13 +45,16 @@ from engine.train_encoder.model import (
     LevelHeads,
     SynthClip,
     TokenVocab,
+    gather_ranges,
     load_trained_encoder,
     model_from_checkpoint,
+    reverse_in_time,
 )
 from engine.train_encoder.train import (
     SpanLayout,
     TextTokens,
     TrainConfig,
+    counterfactual_loss,
     embed_corpus,
     encode_text,
     image_transform,
@@ -251,6 +257,79 @@ def test_batches_say_what_fits_what(tiny_corpus: Path, tmp_path: Path) -> None:
     assert description.matches(event) and description.text
 
 
+def test_counterfactual_sentences_never_fit_their_event() -> None:
+    plan = plan_corpus(n_videos=20, seed=3)
+    rng = np.random.default_rng(0)
+    checked = set()
+    for video in plan.videos:
+        for event in video.events:
+            description = describe_event(event, rng)
+            wrong = counterfactual_sentences(description, 4, rng)
+            assert len(wrong) == 4 and len({c.action + c.target_colour for c in wrong}) == 4
+            for c in wrong:
+                assert not c.matches(event), (description.text, c.text)
+                assert (c.named, c.entity) == (description.named, description.entity)
+            if description.action in REVERSED_ACTION:
+                assert wrong[0].action == REVERSED_ACTION[description.action]
+            checked.add(description.action)
+    assert len(checked) >= 10  # every kind of action came up
+    assert counterfactual_sentences(description, 0, rng) == []
+    moves = replace(description, action="move_left", target_colour="")
+    assert reverses(moves) and not reverses(replace(moves, action="spin"))
+    assert not reverses(replace(moves, action="change_colour"))  # backwards still changes
+    assert reverses(replace(moves, action="change_colour", target_colour="blue"))
+
+
+def test_reverse_in_time_flips_each_range() -> None:
+    clips = torch.arange(6, dtype=torch.float32)[:, None].repeat(1, 2)  # clip t = (t, t)
+    x, mask = gather_ranges(clips, [(0, 4), (3, 5)])
+    flipped = reverse_in_time(x, mask)
+    assert flipped[0, :, 0].tolist() == [3, 2, 1, 0]
+    assert flipped[1, :, 0].tolist() == [4, 3, 0, 0]  # padding stays zero, at the end
+
+
+def test_counterfactual_loss_against_naive(tiny_corpus: Path, tmp_path: Path) -> None:
+    corpus = TrainingCorpus.load(tiny_corpus, image_transform(TINY), cache_dir=tmp_path)
+    torch.manual_seed(0)
+    vocab = TextTokens(TINY.context_length).vocabulary([q.text for q in corpus.queries])
+    model = SynthClip(
+        TINY, vocab, len(ENTITY_CONCEPTS), len(ACTION_CONCEPTS), 16, len(GEOMETRY_TARGETS)
+    ).eval()
+    for p in model.heads.action_out.parameters():  # switch the conv branch on
+        torch.nn.init.normal_(p, std=0.5)
+    tokens, device = TextTokens(TINY.context_length), torch.device("cpu")
+    features = embed_corpus(model, corpus, device)
+    firsts = [vc.first_row for vc in corpus.videos]
+    layouts = [LAYOUT.spans(np.zeros((vc.n_clips, 2))) for vc in corpus.videos]
+    batch = corpus.video_batch([0, 1, 2], layouts, 3, np.random.default_rng(1), counterfactuals=3)
+    assert len(batch.counterfactuals) == 3 * len(batch.texts)
+    with torch.no_grad():
+        text = encode_text(model, tokens, batch.texts, device)
+        counter = encode_text(model, tokens, batch.counterfactuals, device).view(
+            len(batch.texts), 3, -1
+        )
+        ranges = [(firsts[p] + a, firsts[p] + b) for p, a, b in batch.windows]
+        x_w, m_w = gather_ranges(features, ranges)
+        windows = model.heads.action_vectors(x_w, m_w)
+        loss = counterfactual_loss(model, text, counter, x_w, m_w, windows, batch, device)
+        scale = float(model.level_scale("action"))
+        total = weight_sum = 0.0
+        for i, w in zip(*np.nonzero(batch.text_window >= 0.25), strict=True):
+            a, b = batch.windows[w][1:]
+            first = firsts[batch.windows[w][0]]
+            backwards = features[first + a : first + b].flip(0)[None]
+            back = model.heads.action_vectors(backwards, torch.ones(1, b - a, dtype=torch.bool))
+            scores = [text[i] @ windows[w], *(counter[i] @ windows[w])]
+            if batch.reverses[i]:
+                scores.append(text[i] @ back[0])
+            logits = scale * torch.stack(scores)
+            weight = float(batch.text_window[i, w])
+            total += weight * float(-torch.log_softmax(logits, 0)[0])
+            weight_sum += weight
+    assert batch.reverses.any() and weight_sum > 0
+    assert float(loss) == pytest.approx(total / weight_sum, rel=1e-4)
+
+
 # --- training -------------------------------------------------------------------------
 
 
@@ -293,16 +372,20 @@ def test_brief_retrain_lowers_both_stage_losses(tiny_corpus: Path, tmp_path: Pat
     firsts = [vc.first_row for vc in corpus.videos]
     counts = [vc.n_clips for vc in corpus.videos]
     layouts = [LAYOUT.spans(np.zeros((n, 2))) for n in counts]
-    video_batch = corpus.video_batch([0, 1, 2], layouts, 3, np.random.default_rng(6))
+    video_batch = corpus.video_batch([0, 1, 2], layouts, 3, np.random.default_rng(6), 3)
     optimizer = torch.optim.Adam(trained.heads.parameters(), lr=1e-2)
-    levels = []
+    levels, counter = [], []
     for _ in range(8):
-        loss, parts = stage2_loss(trained, features, firsts, counts, tokens, video_batch, device)
+        loss, parts = stage2_loss(
+            trained, features, firsts, counts, tokens, video_batch, device, 1.0, 0.0, None, 1.0
+        )
         levels.append(parts["global"] + parts["action"] + parts["entity"])
+        counter.append(parts["counterfactual"])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     assert levels[-1] < levels[0], levels
+    assert 0 < counter[-1] < counter[0], counter
 
     # the checkpoint describes itself and loads through the encoder registry
     assert checkpoint["format"] == CHECKPOINT_FORMAT
