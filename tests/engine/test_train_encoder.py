@@ -551,9 +551,12 @@ def test_cli_trains_evaluates_and_records(tiny_corpus: Path, tmp_path: Path) -> 
     assert checkpoint["model_config"] == EncoderConfig().open_clip_config()  # the default
     more = tmp_path / "more.pt"
     again = ["train", "encoder", "--data", str(tiny_corpus), "--out", str(more), "--init", str(out)]
-    result = CliRunner().invoke(app, [*again, "--epochs", "0", "--head-epochs", "1", "--json"])
+    heads_only = ["--epochs", "0", "--head-epochs", "1", "--counterfactual-weight", "0.5"]
+    result = CliRunner().invoke(app, [*again, *heads_only, "--json"])
     assert result.exit_code == 0, result.output
-    assert [h["stage"] for h in json.loads(result.stdout)["history"]] == ["heads"]
+    history = json.loads(result.stdout)["history"]
+    assert [h["stage"] for h in history] == ["heads"] and history[0]["counterfactual"] > 0
+    assert read_checkpoint(more)["train_args"]["counterfactual_weight"] == 0.5
     init = read_checkpoint(more)["train_args"]["init"]
     assert init["checkpoint"] == "cli.pt" and len(init["history"]) == 2
     bad = CliRunner().invoke(app, [*again, "--image-size", "64"])
