@@ -288,9 +288,9 @@ def train_encoder_command(
         float,
         typer.Option(
             min=0.0,
-            help="Weight of the level heads' counterfactual loss: an event's windows must "
-            "fit its sentence better than sentences about the same object doing something "
-            "else, and better than themselves played backwards (0: off).",
+            help="Weight of the counterfactual loss: an event's windows must fit its "
+            "sentence better than sentences about the same object doing something else, "
+            "and better than themselves played backwards (0: off).",
         ),
     ] = 1.0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",

@@ -413,6 +413,8 @@ class EventBatch:
     geometry_known: np.ndarray  # (B * L, G) float32 mask
     action_labels: np.ndarray  # (B, A) float32
     text_concepts: tuple[np.ndarray, ...]  # (B, E) labels, known, (B, A) labels, known
+    counterfactuals: list[str]  # (B * K,) K sentences per sentence, none fits its event
+    reverses: np.ndarray  # (B,) bool: the event played backwards does not fit the sentence
 
 
 @dataclass
@@ -543,10 +545,15 @@ class TrainingCorpus:
         return start, start + length
 
     def event_batch(
-        self, refs: Sequence[EventRef], window: int, rng: np.random.Generator
+        self,
+        refs: Sequence[EventRef],
+        window: int,
+        rng: np.random.Generator,
+        counterfactuals: int = 0,
     ) -> EventBatch:
         """A window of `window` clips around each event (inside it when the event is
-        longer), one fresh sentence per event, and what fits what."""
+        longer), one fresh sentence per event, `counterfactuals` sentences about the same
+        object doing something else (`counterfactual_sentences`), and what fits what."""
         descriptions = [
             describe_event(self.videos[r.video].plan.events[r.event], rng) for r in refs
         ]
@@ -587,6 +594,12 @@ class TrainingCorpus:
             geometry_known=self.geometry_known[rows.reshape(-1)],
             action_labels=actions,
             text_concepts=text_concepts(descriptions),
+            counterfactuals=[
+                c.text
+                for d in descriptions
+                for c in counterfactual_sentences(d, counterfactuals, rng)
+            ],
+            reverses=np.array([reverses(d) for d in descriptions], bool),
         )
 
     def video_batch(

@@ -104,10 +104,10 @@ class TrainConfig:
     token_dropout: float = 0.1  # share of word tokens replaced by UNK (robust to new words)
     concept_weight: float = 1.0
     geometry_weight: float = 1.0  # stage 1: pose regression on clip embeddings (0: off)
-    # stage 2: each sentence's windows against sentences about the same object doing
+    # both stages: each sentence's windows against sentences about the same object doing
     # something else, and against themselves played backwards (0: off)
     counterfactual_weight: float = 1.0
-    counterfactuals: int = 4  # stage 2: such sentences per sentence
+    counterfactuals: int = 4  # such sentences per sentence
     uniformity_weight: float = 0.5  # stage 1: spread each tower's embeddings
     contrastive_start: float = 0.4  # stage 1: share of steps on the concept losses alone
     contrastive_warmup: float = 0.1  # stage 1: share of steps over which contrast ramps up
@@ -239,6 +239,7 @@ def stage1_loss(
     uniformity_weight: float = 0.0,
     contrastive_weight: float = 1.0,
     geometry_weight: float = 0.0,
+    counterfactual_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The stage-1 loss of one event batch and its parts."""
     n, length = batch.valid.shape
@@ -250,7 +251,8 @@ def stage1_loss(
     text_image = torch.from_numpy(batch.text_image).to(device)  # (n, n * L)
     clip_logits = model.clip_scale() * text @ images[flat_valid].T  # (n, valid images)
     loss_clip = symmetric_nce(clip_logits, text_image[:, flat_valid])
-    windows = model.heads.action_vectors(images.view(n, length, -1), valid)  # (n, D)
+    clips = images.view(n, length, -1)  # (n, L, D)
+    windows = model.heads.action_vectors(clips, valid)  # (n, D)
     window_logits = model.level_scale("action") * text @ windows.T  # (n, n)
     loss_window = symmetric_nce(window_logits, torch.from_numpy(batch.text_window).to(device))
     entity_logits = model.entity_logits(images[flat_valid])  # (valid images, E)
@@ -268,6 +270,14 @@ def stage1_loss(
     total = contrastive_weight * (loss_clip + loss_window) + uniformity_weight * loss_spread
     total = total + concept_weight * (loss_entity + loss_action + loss_text)
     total = total + geometry_weight * loss_geometry
+    loss_counter = text.new_zeros(())
+    if batch.counterfactuals and counterfactual_weight > 0:
+        counter = encode_text(model, tokens, batch.counterfactuals, device, dropout, generator)
+        counter = counter.view(n, -1, counter.shape[-1])  # (n, K, D)
+        loss_counter = counterfactual_loss(
+            model, text, counter, clips, valid, windows, batch.text_window, batch.reverses
+        )
+        total = total + contrastive_weight * counterfactual_weight * loss_counter
     parts = {
         "loss": float(total.detach()),
         "clip": float(loss_clip.detach()),
@@ -277,6 +287,7 @@ def stage1_loss(
         "text_concepts": float(loss_text.detach()),
         "uniformity": float(loss_spread.detach()),
         "geometry": float(loss_geometry.detach()),
+        "counterfactual": float(loss_counter.detach()),
     }
     return total, parts
 
@@ -333,7 +344,7 @@ def stage2_loss(
         counter = encode_text(model, tokens, batch.counterfactuals, device, dropout, generator)
         counter = counter.view(len(batch.texts), -1, counter.shape[-1])  # (S, K, D)
         loss_counter = counterfactual_loss(
-            model, text, counter, x_w, m_w, window_vectors, batch, device
+            model, text, counter, x_w, m_w, window_vectors, batch.text_window, batch.reverses
         )
         total = total + counterfactual_weight * loss_counter
     parts = {
@@ -355,25 +366,27 @@ def counterfactual_loss(
     x_w: torch.Tensor,
     m_w: torch.Tensor,
     window_vectors: torch.Tensor,
-    batch: VideoBatch,
-    device: torch.device,
+    fit: np.ndarray,
+    reverses: np.ndarray,
 ) -> torch.Tensor:
-    """Each sentence's well-placed windows (IoU >= 0.5) must fit it better than they fit
-    its counterfactual sentences (`counter`: (S, K, D)), and better than the same window
-    played backwards fits it where that shows another action: cross-entropy over those
-    pairs, weighted by the window's IoU^2."""
-    weights = torch.from_numpy(batch.text_window).to(device)  # (S, W)
+    """Each sentence's well-placed windows (`fit` (S, W): IoU^2 with its event, or 1 for
+    a window inside it; >= 0.25 counts) must fit it better than they fit its
+    counterfactual sentences (`counter`: (S, K, D)), and better than the same window
+    played backwards fits it where that shows another action (`reverses` (S,)):
+    cross-entropy over those pairs, weighted by `fit`."""
+    device = text.device
+    weights = torch.from_numpy(fit.astype(np.float32)).to(device)  # (S, W)
     pairs = torch.nonzero(weights >= 0.25)  # (P, 2): sentence, window
     if len(pairs) == 0:
         return text.new_zeros(())
     i, w = pairs[:, 0], pairs[:, 1]
     windows = window_vectors[w]  # (P, D)
     backwards = model.heads.action_vectors(reverse_in_time(x_w[w], m_w[w]), m_w[w])  # (P, D)
-    reverses = torch.from_numpy(batch.reverses).to(device)[i]  # (P,)
+    backwards_fit = torch.from_numpy(reverses).to(device)[i]  # (P,)
     columns = [
         (text[i] * windows).sum(-1, keepdim=True),  # the fitting pair first
         torch.einsum("pkd,pd->pk", counter[i], windows),
-        (text[i] * backwards).sum(-1, keepdim=True).masked_fill(~reverses[:, None], -1e4),
+        (text[i] * backwards).sum(-1, keepdim=True).masked_fill(~backwards_fit[:, None], -1e4),
     ]
     logits = model.level_scale("action") * torch.cat(columns, dim=1)  # (P, 2 + K)
     target = torch.zeros(len(pairs), dtype=torch.long, device=device)
@@ -482,6 +495,7 @@ def train_encoder(
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     window = int(layout.params.get("action_window_clips", 4))
+    counterfactuals = config.counterfactuals if config.counterfactual_weight > 0 else 0
     if config.encoder.image_size != corpus.transform.size:
         raise InputError(
             f"the corpus was cached at {corpus.transform.size} px, "
@@ -518,7 +532,9 @@ def train_encoder(
         model.train()
         parts, t_epoch = [], time.perf_counter()
         for chunk in _batches(len(corpus.events), config.batch_events, rng):
-            batch = corpus.event_batch([corpus.events[int(i)] for i in chunk], window, rng)
+            batch = corpus.event_batch(
+                [corpus.events[int(i)] for i in chunk], window, rng, counterfactuals
+            )
             contrast = 1.0 if init is not None else contrastive_ramp(step / total, config)
             loss, loss_parts = stage1_loss(
                 model,
@@ -532,6 +548,7 @@ def train_encoder(
                 config.uniformity_weight * contrast,
                 contrast,
                 config.geometry_weight,
+                config.counterfactual_weight,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -583,7 +600,7 @@ def train_encoder(
                 layouts,
                 config.sentences_per_video,
                 rng,
-                config.counterfactuals if config.counterfactual_weight > 0 else 0,
+                counterfactuals,
             )
             loss, loss_parts = stage2_loss(
                 model,

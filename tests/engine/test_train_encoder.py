@@ -311,7 +311,9 @@ def test_counterfactual_loss_against_naive(tiny_corpus: Path, tmp_path: Path) ->
         ranges = [(firsts[p] + a, firsts[p] + b) for p, a, b in batch.windows]
         x_w, m_w = gather_ranges(features, ranges)
         windows = model.heads.action_vectors(x_w, m_w)
-        loss = counterfactual_loss(model, text, counter, x_w, m_w, windows, batch, device)
+        loss = counterfactual_loss(
+            model, text, counter, x_w, m_w, windows, batch.text_window, batch.reverses
+        )
         scale = float(model.level_scale("action"))
         total = weight_sum = 0.0
         for i, w in zip(*np.nonzero(batch.text_window >= 0.25), strict=True):
@@ -361,12 +363,15 @@ def test_brief_retrain_lowers_both_stage_losses(tiny_corpus: Path, tmp_path: Pat
     initial.eval()
     tokens = TextTokens(TINY.context_length)
     device = torch.device("cpu")
-    batch = corpus.event_batch(corpus.events, 4, np.random.default_rng(5))
+    batch = corpus.event_batch(corpus.events, 4, np.random.default_rng(5), 3)
+    assert len(batch.counterfactuals) == 3 * len(batch.texts)
     with torch.no_grad():
-        before = stage1_loss(initial, corpus, tokens, batch, device)[1]
-        after = stage1_loss(trained, corpus, tokens, batch, device)[1]
+        weights = (0.5, 0.0, None, 0.0, 1.0, 1.0, 1.0)  # ... geometry, counterfactual on
+        before = stage1_loss(initial, corpus, tokens, batch, device, *weights)[1]
+        after = stage1_loss(trained, corpus, tokens, batch, device, *weights)[1]
     assert after["loss"] < 0.9 * before["loss"], (before, after)
     assert after["geometry"] < 0.9 * before["geometry"], (before, after)
+    assert after["counterfactual"] < 0.9 * before["counterfactual"], (before, after)
     # stage 2: a few steps on the level heads alone lower one video batch's level losses
     features = embed_corpus(trained, corpus, device)
     firsts = [vc.first_row for vc in corpus.videos]
