@@ -293,6 +293,15 @@ def train_encoder_command(
             "and better than themselves played backwards (0: off).",
         ),
     ] = 1.0,
+    counterfactual_entities: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=4,
+            help="Of the 4 counterfactual sentences per sentence, how many give the event's "
+            "action to another object of the video (the rest give the object another action).",
+        ),
+    ] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -344,6 +353,7 @@ def train_encoder_command(
         encoder=encoder_config,
         geometry_weight=geometry_weight,
         counterfactual_weight=counterfactual_weight,
+        counterfactual_entities=counterfactual_entities,
     )
     tasks: dict[str, TaskID] = {}
     with count_bars(transient=True) as progress:

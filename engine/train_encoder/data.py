@@ -26,7 +26,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -273,14 +273,40 @@ def reverses(description: Description) -> bool:
     return description.action in REVERSED_ACTION or bool(description.target_colour)
 
 
+def other_entities(video: VideoPlan, event: Event) -> list[Entity]:
+    """The video's other objects, as they start and as each of their events starts."""
+    out = [o.entity for i, o in enumerate(video.objects) if i != event.object_index]
+    out.extend(e.entity for e in video.events if e.object_index != event.object_index)
+    return out
+
+
 def counterfactual_sentences(
-    description: Description, k: int, rng: np.random.Generator
+    description: Description,
+    k: int,
+    rng: np.random.Generator,
+    others: Sequence[Entity] = (),
+    entity_swaps: int = 0,
 ) -> list[Description]:
-    """`k` sentences naming the same object as `description` but another action (or,
-    for a named colour change, another new colour), so none fits the described event;
-    the reversed action comes first when there is one (the hardest for the action head)."""
+    """`k` sentences that do not fit the described event: up to `entity_swaps` give its
+    action to another object (`others`: the video's other objects, differing in a named
+    attribute), the rest give the same object another action (or, for a named colour
+    change, another new colour). The reversed action comes first when there is one."""
     if k == 0:
         return []
+    first = REVERSED_ACTION.get(description.action)
+    swaps: list[Description] = []
+    if entity_swaps > 0:
+        named = description.named
+        said = tuple(description.entity.value(a) for a in named)
+        distinct = {tuple(e.value(a) for a in named): e for e in others}
+        candidates = [e for key, e in distinct.items() if key != said]
+        room = min(entity_swaps, k - (first is not None))
+        for index in rng.permutation(len(candidates))[:room]:
+            entity = candidates[int(index)]
+            words = {a: entity.value(a) for a in named}
+            target = description.target_colour or None
+            text, _ = phrase_query(words, description.action, target, rng, heldout=False)
+            swaps.append(replace(description, text=text, entity=entity))
     colour = description.entity.value("colour")
     wrong: list[tuple[str, str]] = [
         (a, "") for a in ACTIONS if a not in (description.action, "change_colour")
@@ -290,17 +316,17 @@ def counterfactual_sentences(
     targets = [c for c in COLOURS if c not in (colour, description.target_colour)]
     if description.action != "change_colour" or description.target_colour:
         wrong.append(("change_colour", str(rng.choice(targets))))
-    first = REVERSED_ACTION.get(description.action)
     picks = [(first, "")] if first is not None else []
     rest = [w for w in wrong if w[0] != first]
     order = rng.permutation(len(rest))
-    picks.extend(rest[int(i)] for i in order[: max(0, k - len(picks))])
+    picks.extend(rest[int(i)] for i in order[: max(0, k - len(swaps) - len(picks))])
     words = {a: description.entity.value(a) for a in description.named}
-    out = []
-    for action, target in picks[:k]:
+    actions = []
+    for action, target in picks[: k - len(swaps)]:
         text, _ = phrase_query(words, action, target or None, rng, heldout=False)
-        out.append(Description(text, description.named, description.entity, action, target))
-    return out
+        actions.append(Description(text, description.named, description.entity, action, target))
+    lead = 1 if first is not None else 0
+    return actions[:lead] + swaps + actions[lead:]
 
 
 # --- labels ---------------------------------------------------------------------------
@@ -550,10 +576,11 @@ class TrainingCorpus:
         window: int,
         rng: np.random.Generator,
         counterfactuals: int = 0,
+        entity_swaps: int = 0,
     ) -> EventBatch:
         """A window of `window` clips around each event (inside it when the event is
-        longer), one fresh sentence per event, `counterfactuals` sentences about the same
-        object doing something else (`counterfactual_sentences`), and what fits what."""
+        longer), one fresh sentence per event, `counterfactuals` sentences that do not fit
+        it (`counterfactual_sentences`), and what fits what."""
         descriptions = [
             describe_event(self.videos[r.video].plan.events[r.event], rng) for r in refs
         ]
@@ -594,13 +621,31 @@ class TrainingCorpus:
             geometry_known=self.geometry_known[rows.reshape(-1)],
             action_labels=actions,
             text_concepts=text_concepts(descriptions),
-            counterfactuals=[
-                c.text
-                for d in descriptions
-                for c in counterfactual_sentences(d, counterfactuals, rng)
-            ],
+            counterfactuals=self._counterfactuals(
+                descriptions,
+                [(r.video, r.event) for r in refs],
+                counterfactuals,
+                entity_swaps,
+                rng,
+            ),
             reverses=np.array([reverses(d) for d in descriptions], bool),
         )
+
+    def _counterfactuals(
+        self,
+        descriptions: Sequence[Description],
+        events: Sequence[tuple[int, int]],
+        k: int,
+        entity_swaps: int,
+        rng: np.random.Generator,
+    ) -> list[str]:
+        """`counterfactual_sentences` of each description of (video, event)."""
+        out: list[str] = []
+        for d, (v, e) in zip(descriptions, events, strict=True):
+            plan = self.videos[v].plan
+            others = other_entities(plan, plan.events[e]) if entity_swaps else []
+            out.extend(c.text for c in counterfactual_sentences(d, k, rng, others, entity_swaps))
+        return out
 
     def video_batch(
         self,
@@ -609,17 +654,20 @@ class TrainingCorpus:
         sentences_per_video: int,
         rng: np.random.Generator,
         counterfactuals: int = 0,
+        entity_swaps: int = 0,
     ) -> VideoBatch:
         """Sentences about up to `sentences_per_video` events of each video, and their fit
         to every video, action window, entity state and clip of the batch. `layouts[v]`
         holds video v's "action" and "entity" clip ranges (the index's layout). Each
-        sentence gets `counterfactuals` sentences about the same object doing something
-        else (`counterfactual_sentences`)."""
+        sentence gets `counterfactuals` sentences that do not fit its event
+        (`counterfactual_sentences`)."""
         descriptions: list[Description] = []
+        described: list[tuple[int, int]] = []  # (video, event) of each description
         for v in videos:
             events = self.videos[v].plan.events
             picks = rng.permutation(len(events))[:sentences_per_video]
             descriptions.extend(describe_event(events[int(e)], rng) for e in picks)
+            described.extend((v, int(e)) for e in picks)
         windows = [(p, a, b) for p, v in enumerate(videos) for a, b in layouts[v]["action"]]
         states = [(p, a, b) for p, v in enumerate(videos) for a, b in layouts[v]["entity"]]
         clip_start = np.cumsum([0] + [self.videos[v].n_clips for v in videos])
@@ -658,11 +706,9 @@ class TrainingCorpus:
             text_clip=text_clip,
             window_action_labels=actions,
             text_concepts=text_concepts(descriptions),
-            counterfactuals=[
-                c.text
-                for d in descriptions
-                for c in counterfactual_sentences(d, counterfactuals, rng)
-            ],
+            counterfactuals=self._counterfactuals(
+                descriptions, described, counterfactuals, entity_swaps, rng
+            ),
             reverses=np.array([reverses(d) for d in descriptions], bool),
         )
 

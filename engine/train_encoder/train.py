@@ -108,6 +108,7 @@ class TrainConfig:
     # something else, and against themselves played backwards (0: off)
     counterfactual_weight: float = 1.0
     counterfactuals: int = 4  # such sentences per sentence
+    counterfactual_entities: int = 2  # of those, how many name another object of the video
     uniformity_weight: float = 0.5  # stage 1: spread each tower's embeddings
     contrastive_start: float = 0.4  # stage 1: share of steps on the concept losses alone
     contrastive_warmup: float = 0.1  # stage 1: share of steps over which contrast ramps up
@@ -533,7 +534,11 @@ def train_encoder(
         parts, t_epoch = [], time.perf_counter()
         for chunk in _batches(len(corpus.events), config.batch_events, rng):
             batch = corpus.event_batch(
-                [corpus.events[int(i)] for i in chunk], window, rng, counterfactuals
+                [corpus.events[int(i)] for i in chunk],
+                window,
+                rng,
+                counterfactuals,
+                config.counterfactual_entities,
             )
             contrast = 1.0 if init is not None else contrastive_ramp(step / total, config)
             loss, loss_parts = stage1_loss(
@@ -601,6 +606,7 @@ def train_encoder(
                 config.sentences_per_video,
                 rng,
                 counterfactuals,
+                config.counterfactual_entities,
             )
             loss, loss_parts = stage2_loss(
                 model,

@@ -28,6 +28,7 @@ from engine.train_encoder.data import (
     covers,
     describe_event,
     geometry_labels,
+    other_entities,
     reverses,
 )
 from engine.train_encoder.losses import (
@@ -260,7 +261,7 @@ def test_batches_say_what_fits_what(tiny_corpus: Path, tmp_path: Path) -> None:
 def test_counterfactual_sentences_never_fit_their_event() -> None:
     plan = plan_corpus(n_videos=20, seed=3)
     rng = np.random.default_rng(0)
-    checked = set()
+    checked, swapped = set(), 0
     for video in plan.videos:
         for event in video.events:
             description = describe_event(event, rng)
@@ -272,7 +273,17 @@ def test_counterfactual_sentences_never_fit_their_event() -> None:
             if description.action in REVERSED_ACTION:
                 assert wrong[0].action == REVERSED_ACTION[description.action]
             checked.add(description.action)
+            # with entity swaps: the same action given to the video's other objects
+            others = other_entities(video, event)
+            assert event.entity not in others  # colours are never shared within a video
+            mixed = counterfactual_sentences(description, 4, rng, others, entity_swaps=2)
+            assert len(mixed) == 4 and not any(c.matches(event) for c in mixed)
+            swaps = [c for c in mixed if c.entity != description.entity]
+            assert len(swaps) <= 2 and all(c.action == description.action for c in swaps)
+            assert all(c.entity in others for c in swaps)
+            swapped += len(swaps)
     assert len(checked) >= 10  # every kind of action came up
+    assert swapped > 100
     assert counterfactual_sentences(description, 0, rng) == []
     moves = replace(description, action="move_left", target_colour="")
     assert reverses(moves) and not reverses(replace(moves, action="spin"))
@@ -301,7 +312,7 @@ def test_counterfactual_loss_against_naive(tiny_corpus: Path, tmp_path: Path) ->
     features = embed_corpus(model, corpus, device)
     firsts = [vc.first_row for vc in corpus.videos]
     layouts = [LAYOUT.spans(np.zeros((vc.n_clips, 2))) for vc in corpus.videos]
-    batch = corpus.video_batch([0, 1, 2], layouts, 3, np.random.default_rng(1), counterfactuals=3)
+    batch = corpus.video_batch([0, 1, 2], layouts, 3, np.random.default_rng(1), 3, 1)
     assert len(batch.counterfactuals) == 3 * len(batch.texts)
     with torch.no_grad():
         text = encode_text(model, tokens, batch.texts, device)
