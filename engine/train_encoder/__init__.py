@@ -4,8 +4,9 @@ No pretrained weights can be downloaded here, so vtr trains its own small model 
 world `vtr synth` generates (engine/synth): an open_clip ResNet + text transformer aligned at
 several levels (clip frame, action window, whole video; multi-level alignment for
 video-text retrieval), with entity and action concept losses (MCSAN-style focal BCE), a
-pose loss (each object's place, size and turn read back from its clip embedding), and
-the level heads `index.level_heads` serves as the `trained` level strategy.
+pose loss (each object's place, size and turn read back from its clip embedding), a
+counterfactual loss (an event's windows against sentences with another action or another
+object, and against themselves played backwards), and the level heads `index.level_heads` serves as the `trained` level strategy.
 
 - `data`: decoded + preprocessed clip frames cached as uint8, sentences, concept and
   pose labels drawn from the corpus plan (the ground truth).

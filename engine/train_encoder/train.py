@@ -10,7 +10,14 @@ video-text retrieval, plus MCSAN-style concept losses):
   and the same classifiers on the sentence embeddings (the concepts its words settle);
 - pose (masked MSE): each colour's object's place, size and turn read linearly from the
   clip embedding. Ingest samples one frame per 2 s clip and the action head sees only
-  the clip embeddings, so motion is visible to it only if they keep where things are.
+  the clip embeddings, so motion is visible to it only if they keep where things are;
+- counterfactuals (both stages): a window inside an event must fit its sentence better
+  than it fits sentences that change the action (the reversed one first: left for
+  right) or give the action to another object of the video, and better than the window
+  played backwards fits the sentence where that shows another action (appear and
+  disappear, grow and shrink, the moves, a named colour change). In-batch negatives
+  rarely hold the same object doing something else, so without these the action head
+  can match the object and ignore what it does.
 From scratch, contrast between uninformative embeddings collapses one tower onto a
 constant (the frames differ only in small objects), so the first `contrastive_start` of
 stage 1 trains on the concept losses alone (classifier biases start at the base rates),
@@ -23,7 +30,7 @@ heads train jointly with the text tower on batches of whole videos:
 - sentence -> action windows of the batch, soft targets = IoU^2 with the fitted event;
 - sentence -> entity states overlapping the fitted event; sentence -> raw clips (keeps
   plain clip similarity, used by `pooling` and the similarity localizer, aligned);
-- action concepts on the windows.
+- action concepts on the windows; counterfactuals on the windows that fit a sentence.
 AdamW, linear warm-up then cosine decay, seeded. The checkpoint is self-describing and
 written atomically (`engine.encoder_checkpoint.save_checkpoint`).
 
