@@ -301,7 +301,7 @@ def train_encoder_command(
             help="Of the 4 counterfactual sentences per sentence, how many give the event's "
             "action to another object of the video (the rest give the object another action).",
         ),
-    ] = 2,
+    ] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:

@@ -115,7 +115,7 @@ class TrainConfig:
     # something else, and against themselves played backwards (0: off)
     counterfactual_weight: float = 1.0
     counterfactuals: int = 4  # such sentences per sentence
-    counterfactual_entities: int = 2  # of those, how many name another object of the video
+    counterfactual_entities: int = 0  # of those, how many name another object of the video
     uniformity_weight: float = 0.5  # stage 1: spread each tower's embeddings
     contrastive_start: float = 0.4  # stage 1: share of steps on the concept losses alone
     contrastive_warmup: float = 0.1  # stage 1: share of steps over which contrast ramps up
