@@ -121,12 +121,12 @@ _BUILTIN: tuple[EncoderSpec, ...] = (
         description="128-d CLIP trained on the vtr synth world (96 px ResNet, 4-layer text)",
     ),
     EncoderSpec(
-        "vtr-synth-s2",
+        "vtr-synth-s3",
         "vtr",
         "",
-        str(SHIPPED_MODELS_DIR / "vtr-synth-s2.pt"),
+        str(SHIPPED_MODELS_DIR / "vtr-synth-s3.pt"),
         max_text_tokens=0,
-        description="vtr-synth-s trained on with the pose loss: its clips keep where things are",
+        description="vtr-synth-s trained on with pose and counterfactual losses (motion-aware)",
     ),
 )
 

@@ -6,7 +6,8 @@ several levels (clip frame, action window, whole video; multi-level alignment fo
 video-text retrieval), with entity and action concept losses (MCSAN-style focal BCE), a
 pose loss (each object's place, size and turn read back from its clip embedding), a
 counterfactual loss (an event's windows against sentences with another action or another
-object, and against themselves played backwards), and the level heads `index.level_heads` serves as the `trained` level strategy.
+object, and against themselves played backwards), and the level heads `index.level_heads`
+serves as the `trained` level strategy.
 
 - `data`: decoded + preprocessed clip frames cached as uint8, sentences, concept and
   pose labels drawn from the corpus plan (the ground truth).
@@ -19,5 +20,5 @@ object, and against themselves played backwards), and the level heads `index.lev
     vtr train encoder --data synth-train --out enc.pt --epochs 8 --seed 0 --eval-data synth-eval
 
 engine/models/README.md has the exact commands behind the shipped `vtr-synth-s` and
-`vtr-synth-s2`.
+`vtr-synth-s3`.
 """
