@@ -316,16 +316,16 @@ def counterfactual_sentences(
     targets = [c for c in COLOURS if c not in (colour, description.target_colour)]
     if description.action != "change_colour" or description.target_colour:
         wrong.append(("change_colour", str(rng.choice(targets))))
-    picks = [(first, "")] if first is not None else []
+    picks = [(first, "")] if first is not None else []  # swaps leave room for it
     rest = [w for w in wrong if w[0] != first]
     order = rng.permutation(len(rest))
-    picks.extend(rest[int(i)] for i in order[: max(0, k - len(swaps) - len(picks))])
+    picks.extend(rest[int(i)] for i in order[: k - len(swaps) - len(picks)])
     words = {a: description.entity.value(a) for a in description.named}
     actions = []
-    for action, target in picks[: k - len(swaps)]:
+    for action, target in picks:
         text, _ = phrase_query(words, action, target or None, rng, heldout=False)
         actions.append(Description(text, description.named, description.entity, action, target))
-    lead = 1 if first is not None else 0
+    lead = int(first is not None)
     return actions[:lead] + swaps + actions[lead:]
 
 

@@ -262,7 +262,8 @@ def stage1_loss(
     clips = images.view(n, length, -1)  # (n, L, D)
     windows = model.heads.action_vectors(clips, valid)  # (n, D)
     window_logits = model.level_scale("action") * text @ windows.T  # (n, n)
-    loss_window = symmetric_nce(window_logits, torch.from_numpy(batch.text_window).to(device))
+    text_window = torch.from_numpy(batch.text_window).to(device)  # (n, n) bool
+    loss_window = symmetric_nce(window_logits, text_window)
     entity_logits = model.entity_logits(images[flat_valid])  # (valid images, E)
     entity_target = torch.from_numpy(batch.entity_labels).to(device)[flat_valid]
     loss_entity = focal_bce(entity_logits, entity_target)
@@ -279,11 +280,18 @@ def stage1_loss(
     total = total + concept_weight * (loss_entity + loss_action + loss_text)
     total = total + geometry_weight * loss_geometry
     loss_counter = text.new_zeros(())
-    if batch.counterfactuals and counterfactual_weight > 0:
-        counter = encode_text(model, tokens, batch.counterfactuals, device, dropout, generator)
-        counter = counter.view(n, -1, counter.shape[-1])  # (n, K, D)
-        loss_counter = counterfactual_loss(
-            model, text, counter, clips, valid, windows, batch.text_window, batch.reverses
+    if counterfactual_weight > 0:
+        loss_counter = counterfactual_term(
+            model,
+            tokens,
+            batch,
+            text,
+            clips,
+            valid,
+            windows,
+            text_window.float(),
+            dropout,
+            generator,
         )
         total = total + contrastive_weight * counterfactual_weight * loss_counter
     parts = {
@@ -335,9 +343,8 @@ def stage2_loss(
     loss_global = symmetric_nce(
         model.level_scale("global") * text @ global_vectors.T, target(batch.text_video)
     )
-    loss_action = soft_target_ce(
-        model.level_scale("action") * text @ window_vectors.T, target(batch.text_window)
-    )
+    window_fit = target(batch.text_window)  # (S, n_windows) IoU^2
+    loss_action = soft_target_ce(model.level_scale("action") * text @ window_vectors.T, window_fit)
     loss_entity = multi_positive_nce(
         model.level_scale("entity") * text @ state_vectors.T, target(batch.text_state)
     )
@@ -348,11 +355,9 @@ def stage2_loss(
     loss_concepts = loss_concepts + text_concept_loss(model, text, batch.text_concepts, device)
     total = loss_global + loss_action + loss_entity + loss_clip + concept_weight * loss_concepts
     loss_counter = text.new_zeros(())
-    if batch.counterfactuals and counterfactual_weight > 0:
-        counter = encode_text(model, tokens, batch.counterfactuals, device, dropout, generator)
-        counter = counter.view(len(batch.texts), -1, counter.shape[-1])  # (S, K, D)
-        loss_counter = counterfactual_loss(
-            model, text, counter, x_w, m_w, window_vectors, batch.text_window, batch.reverses
+    if counterfactual_weight > 0:
+        loss_counter = counterfactual_term(
+            model, tokens, batch, text, x_w, m_w, window_vectors, window_fit, dropout, generator
         )
         total = total + counterfactual_weight * loss_counter
     parts = {
@@ -367,6 +372,27 @@ def stage2_loss(
     return total, parts
 
 
+def counterfactual_term(
+    model: SynthClip,
+    tokens: TextTokens,
+    batch: EventBatch | VideoBatch,
+    text: torch.Tensor,
+    x_w: torch.Tensor,
+    m_w: torch.Tensor,
+    window_vectors: torch.Tensor,
+    fit: torch.Tensor,
+    dropout: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """`counterfactual_loss` of a batch: its counterfactual sentences encoded (K per
+    sentence), or 0 for a batch drawn without them."""
+    if not batch.counterfactuals:
+        return text.new_zeros(())
+    counter = encode_text(model, tokens, batch.counterfactuals, text.device, dropout, generator)
+    counter = counter.view(len(text), -1, counter.shape[-1])  # (S, K, D)
+    return counterfactual_loss(model, text, counter, x_w, m_w, window_vectors, fit, batch.reverses)
+
+
 def counterfactual_loss(
     model: SynthClip,
     text: torch.Tensor,
@@ -374,7 +400,7 @@ def counterfactual_loss(
     x_w: torch.Tensor,
     m_w: torch.Tensor,
     window_vectors: torch.Tensor,
-    fit: np.ndarray,
+    fit: torch.Tensor,
     reverses: np.ndarray,
 ) -> torch.Tensor:
     """Each sentence's well-placed windows (`fit` (S, W): IoU^2 with its event, or 1 for
@@ -383,8 +409,7 @@ def counterfactual_loss(
     played backwards fits it where that shows another action (`reverses` (S,)):
     cross-entropy over those pairs, weighted by `fit`."""
     device = text.device
-    weights = torch.from_numpy(fit.astype(np.float32)).to(device)  # (S, W)
-    pairs = torch.nonzero(weights >= 0.25)  # (P, 2): sentence, window
+    pairs = torch.nonzero(fit >= 0.25)  # (P, 2): sentence, window
     if len(pairs) == 0:
         return text.new_zeros(())
     i, w = pairs[:, 0], pairs[:, 1]
@@ -399,7 +424,7 @@ def counterfactual_loss(
     logits = model.level_scale("action") * torch.cat(columns, dim=1)  # (P, 2 + K)
     target = torch.zeros(len(pairs), dtype=torch.long, device=device)
     loss = F.cross_entropy(logits, target, reduction="none")
-    weight = weights[i, w]
+    weight = fit[i, w]
     return (loss * weight).sum() / weight.sum()
 
 

@@ -56,6 +56,7 @@ from engine.train_encoder.train import (
     TextTokens,
     TrainConfig,
     counterfactual_loss,
+    counterfactual_term,
     embed_corpus,
     encode_text,
     image_transform,
@@ -322,8 +323,10 @@ def test_counterfactual_loss_against_naive(tiny_corpus: Path, tmp_path: Path) ->
         ranges = [(firsts[p] + a, firsts[p] + b) for p, a, b in batch.windows]
         x_w, m_w = gather_ranges(features, ranges)
         windows = model.heads.action_vectors(x_w, m_w)
-        loss = counterfactual_loss(
-            model, text, counter, x_w, m_w, windows, batch.text_window, batch.reverses
+        fit = torch.from_numpy(batch.text_window)
+        loss = counterfactual_loss(model, text, counter, x_w, m_w, windows, fit, batch.reverses)
+        assert float(loss) == pytest.approx(
+            float(counterfactual_term(model, tokens, batch, text, x_w, m_w, windows, fit))
         )
         scale = float(model.level_scale("action"))
         total = weight_sum = 0.0
