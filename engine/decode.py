@@ -4,6 +4,8 @@ A video is cut into clips of `clip_seconds` (the last, partial clip counts too:
 n_clips = ceil(duration / clip_seconds)). From each clip `frames_per_clip` frames are
 taken at the centres of equal sub-intervals, by presentation time: for each target time
 the decoded frame with the nearest timestamp, so variable-frame-rate files come out right.
+With `motion_gap_s` > 0 each of those frames is followed by the frame nearest
+`motion_gap_s` later (at most the video's end), the input of a motion image tower.
 Chosen frames are scaled in libswscale (`frame.reformat`) so the shortest side is
 `short_side` (aspect kept, sample aspect ratio applied) and turned upright from the
 display matrix (or the legacy `rotate` tag).
@@ -64,8 +66,8 @@ class ClipFrames:
     index: int
     start_s: float
     end_s: float
-    frames: np.ndarray  # (frames_per_clip, H, W, 3) uint8 RGB, upright
-    times_s: np.ndarray  # (frames_per_clip,) float64, presentation time of each frame
+    frames: np.ndarray  # (F, H, W, 3) uint8 RGB, upright; F = frames_per_clip (x 2: pairs)
+    times_s: np.ndarray  # (F,) float64, presentation time of each frame
 
 
 @dataclass
@@ -342,8 +344,10 @@ def iter_clips(
     *,
     seek_gap_s: float = DEFAULT_SEEK_GAP_S,
     stats: DecodeStats | None = None,
+    motion_gap_s: float = 0.0,
 ) -> Iterator[ClipFrames]:
-    """Yield each clip of `path` with `frames_per_clip` upright RGB frames.
+    """Yield each clip of `path` with `frames_per_clip` upright RGB frames (each followed
+    by the frame `motion_gap_s` later when that is > 0).
 
     `short_side=None` keeps the coded size. `seek_gap_s=math.inf` never seeks.
     `stats`, when given, counts decoded and converted frames and seeks.
@@ -352,6 +356,10 @@ def iter_clips(
         raise InputError(f"clip_seconds must be > 0, got {clip_seconds}")
     if frames_per_clip < 1:
         raise InputError(f"frames_per_clip must be >= 1, got {frames_per_clip}")
+    if not 0.0 <= motion_gap_s < clip_seconds / frames_per_clip:
+        raise InputError(
+            f"motion_gap_s must be in [0, clip_seconds / frames_per_clip), got {motion_gap_s}"
+        )
     if short_side is not None and short_side < 1:
         raise InputError(f"short_side must be >= 1 or None, got {short_side}")
     path = Path(path)
@@ -372,6 +380,7 @@ def iter_clips(
             frames_per_clip,
             short_side,
             seek_gap_s,
+            motion_gap_s,
         )
 
 
@@ -382,6 +391,7 @@ def _clips(
     frames_per_clip: int,
     short_side: int | None,
     seek_gap_s: float,
+    motion_gap_s: float,
 ) -> Iterator[ClipFrames]:
     path, stream = reader.path, reader.stream
     frame_step_s = 1.0 / reader.timing.fps if reader.timing.fps else 0.0
@@ -411,10 +421,17 @@ def _clips(
                 n_clips = max(n_clips, math.floor(last_s / clip_seconds) + 1)
         end_s = min(start_s + clip_seconds, duration_s)
         step = (end_s - start_s) / frames_per_clip
+        targets = [start_s + (j + 0.5) * step for j in range(frames_per_clip)]
+        if motion_gap_s > 0:  # a later frame stops at the next key frame or the end
+            bounds = [*targets[1:], duration_s]
+            targets = [
+                t
+                for k, b in zip(targets, bounds, strict=True)
+                for t in (k, min(k + motion_gap_s, b))
+            ]
         arrays: list[np.ndarray] = []
         times: list[float] = []
-        for j in range(frames_per_clip):
-            target_s = start_s + (j + 0.5) * step
+        for target_s in targets:
             if not eof and (cur is None or cur[0] < target_s):
                 keyframe_s = reader.keyframe_before(target_s)
                 ahead_s = (keyframe_s if keyframe_s is not None else target_s) - position_s

@@ -7,6 +7,10 @@ checkpoint). Every encoder offers
 - `preprocess(frames)`: uint8 frames (N, H, W, 3) -> normalised pixels (N, 3, S, S), in
   torch, batched (shortest side to S and centre crop, or a squash for SigLIP);
 - `encode_images(pixels)`: (N, embed_dim) float32, L2-normalised, in the joint space;
+- `motion_gap_s`: 0 for a single-frame image tower; > 0 for a motion tower (only vtr
+  checkpoints have one), which sees each frame with the frame `motion_gap_s` later:
+  `iter_clips(..., motion_gap_s=encoder.motion_gap_s)` decodes the pairs, `preprocess`
+  turns 2N frames into (N, 6, S, S) pixels (the frame, then the later frame minus it);
 - `encode_text(texts, max_tokens)`: `TextFeatures` with the sentence embedding in the
   joint space and the per-token features MESM consumes (shared/docs/MESM.md "Inputs"):
   token ids `[SOT] + up to max_tokens - 2 BPE tokens + [EOT]` padded to the context
@@ -19,7 +23,8 @@ provide it. `device="auto"` runs on CUDA in float16 when available, else on CPU 
 
     from engine.encoders import create_encoder
     encoder = create_encoder("tiny-random")           # no weights needed
-    clips = encode_video_clips(encoder, iter_clips(path, short_side=encoder.image_size), 64)
+    frames = iter_clips(path, short_side=encoder.image_size, motion_gap_s=encoder.motion_gap_s)
+    clips = encode_video_clips(encoder, frames, 64)
 """
 
 import logging
@@ -27,7 +32,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -83,12 +88,30 @@ class ImageTransform:
     std: tuple[float, float, float]
     resize_mode: Literal["shortest", "squash"] = "shortest"  # shortest: resize + centre crop
     interpolation: Literal["bicubic", "bilinear"] = "bicubic"
+    motion_gap_s: float = 0.0  # > 0: frames come in pairs this far apart (motion input)
+
+    @property
+    def channels(self) -> int:
+        """Input channels of the image tower: 3, or 6 for a frame pair."""
+        return 6 if self.motion_gap_s > 0 else 3
+
+
+def motion_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """(2N, 3, S, S) normalised frames, each followed by its later frame -> (N, 6, S, S):
+    the frame, then the later frame minus it."""
+    if len(pixels) % 2:
+        raise InputError(f"a motion encoder takes frames in pairs, got {len(pixels)} frames")
+    pairs = pixels.reshape(-1, 2, *pixels.shape[1:])  # (N, 2, 3, S, S)
+    return torch.cat([pairs[:, 0], pairs[:, 1] - pairs[:, 0]], dim=1).contiguous()
 
 
 def preprocess_frames(frames: np.ndarray, transform: ImageTransform) -> torch.Tensor:
-    """(N, H, W, 3) uint8 RGB -> (N, 3, S, S) float32 normalised, on the CPU."""
+    """(N, H, W, 3) uint8 RGB -> (N, 3, S, S) float32 normalised, on the CPU; with a
+    motion transform, N frames in pairs -> (N / 2, 6, S, S) (`motion_pixels`)."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise InputError(f"frames must be (N, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    if transform.motion_gap_s > 0:
+        return motion_pixels(preprocess_frames(frames, replace(transform, motion_gap_s=0.0)))
     size = transform.size
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
     height, width = x.shape[-2:]  # x: (N, 3, H, W) in [0, 1]
@@ -143,16 +166,22 @@ class Encoder(ABC):
     def image_size(self) -> int:
         return self.transform.size
 
+    @property
+    def motion_gap_s(self) -> float:
+        """0, or how far after each frame its pair's later frame lies (motion tower)."""
+        return self.transform.motion_gap_s
+
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        """(N, H, W, 3) uint8 -> (N, 3, S, S) float32 on the CPU (safe in worker threads)."""
+        """(N, H, W, 3) uint8 -> (N, C, S, S) float32 on the CPU (safe in worker threads);
+        C = 3, or 6 with N / 2 rows for a motion tower."""
         return preprocess_frames(frames, self.transform)
 
     def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
-        """(N, 3, S, S) preprocessed pixels -> (N, embed_dim) float32, L2-normalised."""
-        if pixels.ndim != 4 or pixels.shape[1:] != (3, self.image_size, self.image_size):
+        """(N, C, S, S) preprocessed pixels -> (N, embed_dim) float32, L2-normalised."""
+        expected = (self.transform.channels, self.image_size, self.image_size)
+        if pixels.ndim != 4 or pixels.shape[1:] != expected:
             raise InputError(
-                f"pixels must be (N, 3, {self.image_size}, {self.image_size}), "
-                f"got {tuple(pixels.shape)}"
+                f"pixels must be (N, {', '.join(map(str, expected))}), got {tuple(pixels.shape)}"
             )
         if len(pixels) == 0:
             return np.zeros((0, self.embed_dim), np.float32)
@@ -191,7 +220,7 @@ class Encoder(ABC):
 
     @abstractmethod
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) on device -> (N, embed_dim), not normalised."""
+        """(N, C, S, S) on device -> (N, embed_dim), not normalised."""
 
     @abstractmethod
     def _text_features(
@@ -582,6 +611,33 @@ def _build_hf(
     return HfEncoder(spec.name, model.to(device), tokenizer, transform, context, device, dtype)
 
 
+def widen_stem(visual: torch.nn.Module, channels: int) -> None:
+    """Give an open_clip image tower (ModifiedResNet or ViT, first layer `conv1`)
+    `channels` input channels: the first 3 keep their weights, the others start at zero,
+    so a single-frame model becomes a motion model computing the same function."""
+    conv = visual.conv1
+    if not isinstance(conv, torch.nn.Conv2d):
+        raise ModelError(f"the image tower's first layer is {type(conv).__name__}, not Conv2d")
+    if conv.in_channels == channels:
+        return
+    if channels < conv.in_channels:
+        raise ModelError(f"cannot narrow the image tower from {conv.in_channels} to {channels}")
+    wider = torch.nn.Conv2d(
+        channels,
+        conv.out_channels,
+        conv.kernel_size,  # type: ignore[arg-type]
+        conv.stride,  # type: ignore[arg-type]
+        conv.padding,  # type: ignore[arg-type]
+        bias=conv.bias is not None,
+    ).to(conv.weight)
+    with torch.no_grad():
+        wider.weight.zero_()
+        wider.weight[:, : conv.in_channels].copy_(conv.weight)
+        if conv.bias is not None and wider.bias is not None:
+            wider.bias.copy_(conv.bias)
+    visual.conv1 = wider
+
+
 def _build_vtr_checkpoint(
     spec: EncoderSpec, device: torch.device, dtype: torch.dtype
 ) -> OpenClipEncoder:
@@ -595,16 +651,18 @@ def _build_vtr_checkpoint(
     try:
         config = checkpoint["model_config"]
         image = checkpoint["image"]
-        model = open_clip.model.CLIP(**config)
-        model.load_state_dict(open_clip_state_dict(checkpoint))
-        context = int(config["text_cfg"]["context_length"])
         transform = ImageTransform(
             size=int(image["size"]),
             mean=tuple(image["mean"]),
             std=tuple(image["std"]),
             resize_mode=image["resize_mode"],
             interpolation=image["interpolation"],
+            motion_gap_s=float(image.get("motion_gap_s", 0.0)),
         )
+        model = open_clip.model.CLIP(**config)
+        widen_stem(model.visual, transform.channels)
+        model.load_state_dict(open_clip_state_dict(checkpoint))
+        context = int(config["text_cfg"]["context_length"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ModelError(f"encoder {spec.name!r}: cannot build the model of {path}: {e}") from e
     tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
@@ -634,16 +692,17 @@ def create_encoder(
 def encode_video_clips(encoder: Encoder, clips: Iterable[Any], batch_size: int = 64) -> np.ndarray:
     """Clips (objects with `.frames` (F, H, W, 3) uint8) -> (T, embed_dim) float32.
 
-    Each clip's frames are embedded, averaged in embedding space and re-normalised.
+    Each clip's frames are embedded (in pairs for a motion encoder), averaged in
+    embedding space and re-normalised.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     out: list[np.ndarray] = []
-    pending: list[np.ndarray] = []  # frames of whole clips waiting for a batch
-    counts: list[int] = []  # frames per pending clip
+    pending: list[torch.Tensor] = []  # pixels of whole clips waiting for a batch
+    counts: list[int] = []  # pixel rows per pending clip
 
     def flush() -> None:
-        pixels = torch.cat([encoder.preprocess(f) for f in pending])  # (frames, 3, S, S)
+        pixels = torch.cat(pending)  # (rows, C, S, S)
         embedded = np.concatenate(
             [
                 encoder.encode_images(pixels[i : i + batch_size])
@@ -659,8 +718,8 @@ def encode_video_clips(encoder: Encoder, clips: Iterable[Any], batch_size: int =
         counts.clear()
 
     for clip in clips:
-        pending.append(clip.frames)
-        counts.append(len(clip.frames))
+        pending.append(encoder.preprocess(clip.frames))
+        counts.append(len(pending[-1]))
         if sum(counts) >= batch_size:
             flush()
     if pending:

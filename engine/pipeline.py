@@ -35,6 +35,8 @@ class ImageEncoder(Protocol):
     def image_size(self) -> int: ...
     @property
     def embed_dim(self) -> int: ...
+    @property
+    def motion_gap_s(self) -> float: ...  # 0, or the gap of a motion tower's frame pairs
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor: ...
 
@@ -69,7 +71,7 @@ class FailedVideo:
 @dataclass(frozen=True)
 class _Chunk:
     key: int
-    pixels: torch.Tensor  # (n_clips * frames_per_clip, 3, S, S)
+    pixels: torch.Tensor  # (n_clips * frames_per_clip, C, S, S)
     n_clips: int
 
 

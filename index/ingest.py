@@ -268,6 +268,7 @@ class _Run:
             clip_seconds=ingest.clip_seconds,
             frames_per_clip=ingest.frames_per_clip,
             short_side=encoder.image_size,
+            motion_gap_s=encoder.motion_gap_s,
         )
         outputs = encode_videos(
             tasks,

@@ -268,6 +268,16 @@ def train_encoder_command(
         int | None,
         typer.Option(min=32, help="Image tower input size (px); default: vtr-synth-s's (96)."),
     ] = None,
+    motion_gap: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.9,
+            help="Seconds between the two frames a motion image tower sees per clip "
+            "(0: one frame; default: --init's, else 0). With --init of a one-frame model, "
+            "the tower gains the motion input, starting at zero.",
+        ),
+    ] = None,
     eval_data: Annotated[
         Path | None,
         typer.Option(help="A held-out `vtr synth` corpus: retrieval metrics go in the checkpoint."),
@@ -341,10 +351,17 @@ def train_encoder_command(
         encoder_config = EncoderConfig.from_dict(start["encoder_config"])
         if image_size not in (None, encoder_config.image_size):
             raise InputError(f"--init {init} takes {encoder_config.image_size} px images")
+        if motion_gap is not None and encoder_config.motion_gap_s not in (0.0, motion_gap):
+            raise InputError(
+                f"--init {init} sees frames {encoder_config.motion_gap_s} s apart, "
+                f"not {motion_gap} s"
+            )
     else:
         encoder_config = EncoderConfig()
         if image_size is not None:
             encoder_config = replace(encoder_config, image_size=image_size)
+    if motion_gap is not None:
+        encoder_config = replace(encoder_config, motion_gap_s=motion_gap)
     config = TrainConfig(
         epochs=epochs,
         head_epochs=head_epochs,

@@ -4,8 +4,9 @@ Pixels: every clip of every video of a `vtr synth` corpus is decoded once exactl
 ingest does it (`engine.decode.iter_clips`, one frame per clip at its centre, shortest side
 = the model's input size) and preprocessed by `engine.encoders.preprocess_frames`; the
 result is stored as uint8 (N, S, S, 3) in `<corpus>/cache/` (.npy, memory-mapped, rebuilt
-when the corpus or the transform changes). `ClipCache.pixels(rows)` turns rows back into
-the float input ingest would give the model (identical up to float rounding).
+when the corpus or the transform changes); for a motion image tower each clip keeps its
+frame pair, (N, 2, S, S, 3). `ClipCache.pixels(rows)` turns rows back into the float
+input ingest would give the model (identical up to float rounding).
 
 Text and truth come from the corpus plan (world.json), not from the annotations alone:
 every event of every video (queries and distractors) gets sentences drawn with the
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from engine.decode import iter_clips
-from engine.encoders import ImageTransform, preprocess_frames
+from engine.encoders import ImageTransform, motion_pixels, preprocess_frames
 from engine.errors import DecodeError, InputError, NotFoundError
 from engine.synth.phrasing import phrase_query
 from engine.synth.render import VIDEOS_DIR, WORLD_NAME, load_world
@@ -93,18 +94,19 @@ ProgressFn = Callable[[int, int], None]  # (done, total)
 class ClipCache:
     """Preprocessed clip frames of a corpus, one per clip, all videos concatenated."""
 
-    frames: np.ndarray  # (N, S, S, 3) uint8, memory-mapped
+    frames: np.ndarray  # (N, S, S, 3) uint8, memory-mapped; (N, 2, S, S, 3) for pairs
     offsets: dict[str, tuple[int, int]]  # vid -> [first row, end row)
-    times_s: np.ndarray  # (N,) presentation time of each frame
+    times_s: np.ndarray  # (N,) presentation time of each (key) frame
     transform: ImageTransform
 
     def pixels(self, rows: np.ndarray) -> torch.Tensor:
-        """Cache rows -> (n, 3, S, S) float32, normalised as the encoder expects."""
+        """Cache rows -> (n, C, S, S) float32, normalised as the encoder expects."""
         x = torch.from_numpy(np.ascontiguousarray(self.frames[rows])).float() / 255.0
-        x = x.permute(0, 3, 1, 2)  # (n, 3, S, S)
+        x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2)  # (n or 2n, 3, S, S)
         mean = torch.tensor(self.transform.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.transform.std).view(1, 3, 1, 1)
-        return ((x - mean) / std).contiguous()
+        x = (x - mean) / std
+        return motion_pixels(x) if self.transform.motion_gap_s > 0 else x.contiguous()
 
 
 def _to_uint8(pixels: torch.Tensor, transform: ImageTransform) -> np.ndarray:
@@ -126,15 +128,23 @@ def _fingerprint(corpus_dir: Path, plan: CorpusPlan, transform: ImageTransform) 
 
 
 def decode_clip_frames(path: Path, transform: ImageTransform) -> tuple[np.ndarray, np.ndarray]:
-    """One video -> (n_clips, S, S, 3) uint8 preprocessed frames and (n_clips,) times."""
+    """One video -> (n_clips, S, S, 3) uint8 preprocessed frames (n_clips, 2, S, S, 3) with
+    a motion transform) and (n_clips,) times."""
     frames, times = [], []
-    for clip in iter_clips(path, CLIP_SECONDS, frames_per_clip=1, short_side=transform.size):
-        frames.append(clip.frames)  # (1, h, w, 3)
+    gap = transform.motion_gap_s
+    for clip in iter_clips(
+        path, CLIP_SECONDS, frames_per_clip=1, short_side=transform.size, motion_gap_s=gap
+    ):
+        frames.append(clip.frames)  # (1, h, w, 3), or (2, h, w, 3): the frame and its later one
         times.append(float(clip.times_s[0]))
     if not frames:
         raise DecodeError(f"cannot decode {path}: no clips")
-    pixels = preprocess_frames(np.concatenate(frames), transform)  # (n, 3, S, S)
-    return _to_uint8(pixels, transform), np.asarray(times)
+    single = replace(transform, motion_gap_s=0.0)
+    pixels = preprocess_frames(np.concatenate(frames), single)  # (n or 2n, 3, S, S)
+    out = _to_uint8(pixels, single)
+    if gap > 0:
+        out = out.reshape(len(frames), 2, *out.shape[1:])
+    return out, np.asarray(times)
 
 
 def load_clip_cache(
@@ -146,7 +156,8 @@ def load_clip_cache(
 ) -> ClipCache:
     """The corpus's preprocessed clip frames, decoded now or read from the cache."""
     cache_dir = Path(cache_dir) if cache_dir is not None else corpus_dir / CACHE_DIR
-    stem = cache_dir / f"clips-{transform.size}px"
+    motion = f"-motion{transform.motion_gap_s:g}s" if transform.motion_gap_s > 0 else ""
+    stem = cache_dir / f"clips-{transform.size}px{motion}"
     npy, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
     try:
         fingerprint = _fingerprint(corpus_dir, plan, transform)
@@ -526,10 +537,11 @@ class TrainingCorpus:
         return [q for plan in self.plans for q in plan.queries]
 
     def pixels(self, rows: np.ndarray) -> torch.Tensor:
-        """Rows -> (n, 3, S, S) float32, normalised as the encoder expects."""
+        """Rows -> (n, C, S, S) float32, normalised as the encoder expects."""
         rows = np.asarray(rows)
         part = np.searchsorted(self.bases, rows, side="right") - 1  # (n,)
-        out = torch.empty(len(rows), 3, self.transform.size, self.transform.size)
+        size = self.transform.size
+        out = torch.empty(len(rows), self.transform.channels, size, size)
         for p in np.unique(part):
             at = np.nonzero(part == p)[0]
             out[torch.from_numpy(at)] = self.caches[p].pixels(rows[at] - self.bases[p])

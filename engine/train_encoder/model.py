@@ -46,7 +46,7 @@ from engine.encoder_checkpoint import (
     token_table,
 )
 from engine.encoder_registry import EncoderSpec
-from engine.encoders import Encoder, create_encoder
+from engine.encoders import Encoder, create_encoder, widen_stem
 from engine.errors import ModelError
 
 SOT_ID, EOT_ID = 49406, 49407  # CLIP BPE start / end of text
@@ -71,10 +71,18 @@ class EncoderConfig:
     head_width: int = 32  # attention head width (text; vit)
     context_length: int = 32  # text tokens: SOT + 30 BPE + EOT, MESM's text length
     embed_dim: int = 128  # joint space
+    motion_gap_s: float = 0.0  # > 0: the image tower sees each frame with the one this later
 
     def __post_init__(self) -> None:
         if self.vision not in ("resnet", "vit"):
             raise ModelError(f"vision must be 'resnet' or 'vit', not {self.vision!r}")
+        if not 0.0 <= self.motion_gap_s < 2.0:
+            raise ModelError(f"motion_gap_s must be in [0, 2) s, not {self.motion_gap_s}")
+
+    @property
+    def image_channels(self) -> int:
+        """3, or 6 for a motion tower (the frame, then the later frame minus it)."""
+        return 6 if self.motion_gap_s > 0 else 3
 
     def open_clip_config(self, vocab_size: int = CLIP_VOCAB_SIZE) -> dict[str, Any]:
         """The open_clip `CLIP(**config)` arguments (schema of open_clip's model configs)."""
@@ -100,9 +108,13 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EncoderConfig":
-        known = {f.name for f in fields(cls)} - {"vision"}
+        known = {f.name for f in fields(cls)} - {"vision", "motion_gap_s"}
         sizes = {k: int(v) for k, v in data.items() if k in known}
-        return cls(vision=str(data.get("vision", "resnet")), **sizes)
+        return cls(
+            vision=str(data.get("vision", "resnet")),
+            motion_gap_s=float(data.get("motion_gap_s", 0.0)),
+            **sizes,
+        )
 
 
 class TokenVocab:
@@ -366,6 +378,7 @@ class SynthClip(nn.Module):
         self.config = config
         self.vocab = vocab
         self.clip = open_clip.model.CLIP(**config.open_clip_config(vocab.size))
+        widen_stem(self.clip.visual, config.image_channels)
         self.heads = LevelHeads(HeadConfig(config.embed_dim, head_hidden))
         self.entity_concepts = nn.Linear(config.embed_dim, n_entity_concepts)
         self.action_concepts = nn.Linear(config.embed_dim, n_action_concepts)
@@ -399,7 +412,7 @@ class SynthClip(nn.Module):
                 head.bias.copy_(torch.log(p / (1.0 - p)))
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) normalised pixels -> (N, D) L2-normalised."""
+        """(N, C, S, S) normalised pixels -> (N, D) L2-normalised."""
         return F.normalize(self.clip.encode_image(pixels), dim=-1)
 
     def encode_text(self, clip_ids: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from engine.encoder_checkpoint import CHECKPOINT_FORMAT, CLIP_VOCAB_SIZE, save_checkpoint
-from engine.encoders import OPENAI_MEAN, OPENAI_STD, ImageTransform, clip_token_ids
+from engine.encoders import OPENAI_MEAN, OPENAI_STD, ImageTransform, clip_token_ids, widen_stem
 from engine.errors import InputError
 from engine.train_encoder.data import (
     ACTION_CONCEPTS,
@@ -161,7 +161,9 @@ class TrainResult:
 
 def image_transform(config: EncoderConfig) -> ImageTransform:
     """The preprocessing `create_encoder` gives this model (open_clip's CLIP defaults)."""
-    return ImageTransform(size=config.image_size, mean=OPENAI_MEAN, std=OPENAI_STD)
+    return ImageTransform(
+        size=config.image_size, mean=OPENAI_MEAN, std=OPENAI_STD, motion_gap_s=config.motion_gap_s
+    )
 
 
 def resolve_train_device(device: str) -> torch.device:
@@ -682,8 +684,13 @@ def train_encoder(
 
 
 def initial_model(checkpoint: dict[str, Any], config: TrainConfig) -> SynthClip:
-    """The model of a checkpoint to continue from; its architecture must be `config`'s."""
+    """The model of a checkpoint to continue from; its architecture must be `config`'s,
+    except that a single-frame image tower may gain the motion input (`widen_stem`: the
+    new channels start at zero, so the model starts as the checkpoint's)."""
     stored = EncoderConfig.from_dict(checkpoint.get("encoder_config", {}))
+    gains_motion = stored.motion_gap_s == 0 and config.encoder.motion_gap_s > 0
+    if gains_motion:
+        stored = replace(stored, motion_gap_s=config.encoder.motion_gap_s)
     if stored != config.encoder:
         raise InputError(
             f"the starting checkpoint's encoder {asdict(stored)} differs from the one "
@@ -694,7 +701,11 @@ def initial_model(checkpoint: dict[str, Any], config: TrainConfig) -> SynthClip:
         raise InputError(
             f"the starting checkpoint's heads are {hidden} wide, not {config.head_hidden}"
         )
-    return model_from_checkpoint(checkpoint, len(GEOMETRY_TARGETS))
+    model = model_from_checkpoint(checkpoint, len(GEOMETRY_TARGETS))
+    if gains_motion:
+        widen_stem(model.clip.visual, config.encoder.image_channels)
+        model.config = config.encoder
+    return model
 
 
 def checkpoint_payload(
@@ -739,6 +750,7 @@ def checkpoint_payload(
             "interpolation": transform.interpolation,
             "frames_per_clip": 1,
             "clip_seconds": CLIP_SECONDS,
+            "motion_gap_s": transform.motion_gap_s,
         },
         "levels": dict(layout.params),
         "concepts": {"entity": list(ENTITY_CONCEPTS), "action": list(ACTION_CONCEPTS)},
