@@ -341,6 +341,7 @@ def train_encoder_command(
     )
     start = None
     extra: dict[str, Any] = {"data": [d.name for d in data]}
+    shape: dict[str, Any] = {}  # what --init fixes beside the encoder
     if init is not None:
         start = read_checkpoint(init)
         extra["init"] = {  # the run continued from, and that run's own history
@@ -349,6 +350,9 @@ def train_encoder_command(
             "history": start.get("metrics", {}).get("training", {}).get("history", []),
         }
         encoder_config = EncoderConfig.from_dict(start["encoder_config"])
+        hidden = start.get("level_heads", {}).get("config", {}).get("hidden")
+        if hidden is not None:  # else initial_model says what is missing
+            shape["head_hidden"] = int(hidden)
         if image_size not in (None, encoder_config.image_size):
             raise InputError(f"--init {init} takes {encoder_config.image_size} px images")
         if motion_gap is not None and encoder_config.motion_gap_s not in (0.0, motion_gap):
@@ -371,6 +375,7 @@ def train_encoder_command(
         geometry_weight=geometry_weight,
         counterfactual_weight=counterfactual_weight,
         counterfactual_entities=counterfactual_entities,
+        **shape,
     )
     tasks: dict[str, TaskID] = {}
     with count_bars(transient=True) as progress:

@@ -156,7 +156,8 @@ def load_clip_cache(
 ) -> ClipCache:
     """The corpus's preprocessed clip frames, decoded now or read from the cache."""
     cache_dir = Path(cache_dir) if cache_dir is not None else corpus_dir / CACHE_DIR
-    motion = f"-motion{transform.motion_gap_s:g}s" if transform.motion_gap_s > 0 else ""
+    gap_ms = round(1000 * transform.motion_gap_s)
+    motion = f"-motion{gap_ms}ms" if transform.motion_gap_s > 0 else ""
     stem = cache_dir / f"clips-{transform.size}px{motion}"
     npy, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
     try:

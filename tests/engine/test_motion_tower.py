@@ -148,6 +148,7 @@ def test_ingest_encodes_pairs_as_training_saw_them(
         LAYOUT,
         init=read_checkpoint(one_frame_checkpoint),
     )
+    assert (tmp_path / "clips-32px-motion500ms.npy").is_file()  # beside a one-frame cache
     encoder = load_trained_encoder(out, "cpu")
     assert encoder.motion_gap_s == GAP and encoder.transform == corpus.transform
     video = corpus.plans[0].videos[0]
@@ -159,3 +160,23 @@ def test_ingest_encodes_pairs_as_training_saw_them(
     np.testing.assert_allclose(ingested, trained, atol=1e-5)
     with pytest.raises(InputError, match="pixels must be"):
         encoder.encode_images(corpus.pixels(np.arange(first, end))[:, :3])
+
+
+def test_cli_adds_motion_to_a_one_frame_model(
+    one_frame_checkpoint: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli.app import app
+
+    out = tmp_path / "cli.pt"
+    args = ["train", "encoder", "--data", str(corpus_dir), "--out", str(out), "--device", "cpu"]
+    args += ["--epochs", "1", "--head-epochs", "0", "--init", str(one_frame_checkpoint)]
+    result = CliRunner().invoke(app, [*args, "--motion-gap", "0.25", "--json"])
+    assert result.exit_code == 0, result.output
+    stored = read_checkpoint(out)
+    assert stored["image"]["motion_gap_s"] == 0.25 and stored["train_args"]["init"]
+    again = ["train", "encoder", "--data", str(corpus_dir), "--out", str(tmp_path / "x.pt")]
+    again += ["--init", str(out), "--epochs", "0", "--head-epochs", "1"]
+    bad = CliRunner().invoke(app, [*again, "--motion-gap", "0.5"])
+    assert isinstance(bad.exception, InputError) and "0.25 s apart" in str(bad.exception)
