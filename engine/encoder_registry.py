@@ -121,12 +121,13 @@ _BUILTIN: tuple[EncoderSpec, ...] = (
         description="128-d CLIP trained on the vtr synth world (96 px ResNet, 4-layer text)",
     ),
     EncoderSpec(
-        "vtr-synth-s3",
+        "vtr-synth-s4",
         "vtr",
         "",
-        str(SHIPPED_MODELS_DIR / "vtr-synth-s3.pt"),
+        str(SHIPPED_MODELS_DIR / "vtr-synth-s4.pt"),
         max_text_tokens=0,
-        description="vtr-synth-s trained on with pose and counterfactual losses (motion-aware)",
+        description="vtr-synth-s trained on with pose and counterfactual losses and a motion "
+        "input (each frame with the frame 0.5 s later)",
     ),
 )
 

@@ -182,7 +182,7 @@ def trained_strategy_for(encoder: str) -> str:
     if spec.backend != "vtr":
         raise InputError(
             f"[levels] strategy 'trained' needs an encoder trained by `vtr train encoder` "
-            f"(vtr-synth-s3, vtr-synth-s or vtr:CHECKPOINT), whose checkpoint holds the "
+            f"(vtr-synth-s4, vtr-synth-s or vtr:CHECKPOINT), whose checkpoint holds the "
             f"level heads; {encoder!r} has none: use strategy 'pooling'"
         )
     path = Path(spec.weights).resolve()

@@ -4,7 +4,7 @@
 2. indexes it (`vtr index`),
 3. runs a handful of its queries and prints the top moments beside the ground truth,
 4. evaluates every query through the two-stage search (`vtr eval corpus`).
-It uses vtr's own small encoder trained on the generated world (`vtr-synth-s3`) with its
+It uses vtr's own small encoder trained on the generated world (`vtr-synth-s4`) with its
 trained level heads and the span localizer on those heads (the best second stage
 measured on held-out generated videos, README); without the encoder it says so and runs
 the same steps with the random-weight test encoder and the similarity localizer, whose
@@ -30,7 +30,7 @@ from index.catalog import Catalog
 from index.ingest import ingest
 from localize.annotations import load_qvhighlights
 
-TRAINED_ENCODER = "vtr-synth-s3"
+TRAINED_ENCODER = "vtr-synth-s4"
 UNTRAINED_ENCODER = "tiny-random"
 COLLECTION = "demo"
 SHOWN_QUERIES = 5

@@ -20,5 +20,5 @@ serves as the `trained` level strategy.
     vtr train encoder --data synth-train --out enc.pt --epochs 8 --seed 0 --eval-data synth-eval
 
 engine/models/README.md has the exact commands behind the shipped `vtr-synth-s` and
-`vtr-synth-s3`.
+`vtr-synth-s4`.
 """
