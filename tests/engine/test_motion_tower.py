@@ -26,35 +26,16 @@ from engine.errors import InputError
 from engine.synth import generate_corpus, render_video
 from engine.synth.world import plan_corpus
 from engine.train_encoder.data import ACTION_CONCEPTS, TrainingCorpus
-from engine.train_encoder.model import EncoderConfig, load_trained_encoder, model_from_checkpoint
+from engine.train_encoder.model import load_trained_encoder, model_from_checkpoint
 from engine.train_encoder.train import (
-    SpanLayout,
     TrainConfig,
     image_transform,
     initial_model,
     train_encoder,
 )
+from tests.engine.tiny_encoder import LAYOUT, TINY
 
-TINY = EncoderConfig(
-    image_size=32,
-    vision_width=8,
-    text_width=32,
-    text_layers=1,
-    head_width=16,
-    embed_dim=32,
-)
 GAP = 0.5
-
-
-def _layout(clips: np.ndarray) -> dict[str, list[tuple[int, int]]]:
-    n = len(clips)
-    return {
-        "action": [(s, min(n, s + 4)) for s in range(0, max(1, n - 2), 2)],
-        "entity": [(0, n // 2), (n // 2, n)],
-    }
-
-
-LAYOUT = SpanLayout(_layout, {"action_window_clips": 4})
 CONFIG = TrainConfig(
     epochs=1, head_epochs=1, batch_events=8, batch_videos=3, encoder=TINY, head_hidden=16
 )

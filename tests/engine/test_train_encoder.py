@@ -52,7 +52,6 @@ from engine.train_encoder.model import (
     reverse_in_time,
 )
 from engine.train_encoder.train import (
-    SpanLayout,
     TextTokens,
     TrainConfig,
     counterfactual_loss,
@@ -65,27 +64,7 @@ from engine.train_encoder.train import (
     train_encoder,
     with_spans,
 )
-
-TINY = EncoderConfig(
-    image_size=32,
-    vision="resnet",
-    vision_width=8,
-    vision_layers=1,
-    text_width=32,
-    text_layers=1,
-    head_width=16,
-    context_length=32,
-    embed_dim=32,
-)
-
-
-def _layout(clips: np.ndarray) -> dict[str, list[tuple[int, int]]]:
-    n = len(clips)
-    windows = [(s, min(n, s + 4)) for s in range(0, max(1, n - 2), 2)]
-    return {"action": windows, "entity": [(0, n // 2), (n // 2, n)]}
-
-
-LAYOUT = SpanLayout(_layout, {"action_window_clips": 4})
+from tests.engine.tiny_encoder import LAYOUT, TINY
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +227,7 @@ def test_batches_say_what_fits_what(tiny_corpus: Path, tmp_path: Path) -> None:
         event = corpus.videos[ref.video].plan.events[ref.event]
         assert batch.action_labels[j, ACTION_CONCEPTS.index(event.action)] == 1.0
         assert batch.text_image[j, 4 * j : 4 * j + 4].any()
-    layouts = [_layout(np.zeros((vc.n_clips, 2))) for vc in corpus.videos]
+    layouts = [LAYOUT.spans(np.zeros((vc.n_clips, 2))) for vc in corpus.videos]
     vb = corpus.video_batch([0, 1, 2], layouts, 2, rng)
     assert vb.text_video.shape == (len(vb.texts), 3) and vb.text_video.any(axis=1).all()
     assert (vb.text_window.max(axis=1) > 0).all()  # some window overlaps each event
