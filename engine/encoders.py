@@ -92,8 +92,12 @@ class ImageTransform:
 
     @property
     def channels(self) -> int:
-        """Input channels of the image tower: 3, or 6 for a frame pair."""
-        return 6 if self.motion_gap_s > 0 else 3
+        return image_channels(self.motion_gap_s)
+
+
+def image_channels(motion_gap_s: float) -> int:
+    """Input channels of an image tower: 3, or 6 for frame pairs (`motion_gap_s` > 0)."""
+    return 6 if motion_gap_s > 0 else 3
 
 
 def motion_pixels(pixels: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ from engine.encoder_checkpoint import (
     token_table,
 )
 from engine.encoder_registry import EncoderSpec
-from engine.encoders import Encoder, create_encoder, widen_stem
+from engine.encoders import Encoder, create_encoder, image_channels, widen_stem
 from engine.errors import ModelError
 
 SOT_ID, EOT_ID = 49406, 49407  # CLIP BPE start / end of text
@@ -78,11 +78,6 @@ class EncoderConfig:
             raise ModelError(f"vision must be 'resnet' or 'vit', not {self.vision!r}")
         if not 0.0 <= self.motion_gap_s < 2.0:
             raise ModelError(f"motion_gap_s must be in [0, 2) s, not {self.motion_gap_s}")
-
-    @property
-    def image_channels(self) -> int:
-        """3, or 6 for a motion tower (the frame, then the later frame minus it)."""
-        return 6 if self.motion_gap_s > 0 else 3
 
     def open_clip_config(self, vocab_size: int = CLIP_VOCAB_SIZE) -> dict[str, Any]:
         """The open_clip `CLIP(**config)` arguments (schema of open_clip's model configs)."""
@@ -378,7 +373,7 @@ class SynthClip(nn.Module):
         self.config = config
         self.vocab = vocab
         self.clip = open_clip.model.CLIP(**config.open_clip_config(vocab.size))
-        widen_stem(self.clip.visual, config.image_channels)
+        widen_stem(self.clip.visual, image_channels(config.motion_gap_s))
         self.heads = LevelHeads(HeadConfig(config.embed_dim, head_hidden))
         self.entity_concepts = nn.Linear(config.embed_dim, n_entity_concepts)
         self.action_concepts = nn.Linear(config.embed_dim, n_action_concepts)

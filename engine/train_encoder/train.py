@@ -51,7 +51,14 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from engine.encoder_checkpoint import CHECKPOINT_FORMAT, CLIP_VOCAB_SIZE, save_checkpoint
-from engine.encoders import OPENAI_MEAN, OPENAI_STD, ImageTransform, clip_token_ids, widen_stem
+from engine.encoders import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    ImageTransform,
+    clip_token_ids,
+    image_channels,
+    widen_stem,
+)
 from engine.errors import InputError
 from engine.train_encoder.data import (
     ACTION_CONCEPTS,
@@ -703,7 +710,7 @@ def initial_model(checkpoint: dict[str, Any], config: TrainConfig) -> SynthClip:
         )
     model = model_from_checkpoint(checkpoint, len(GEOMETRY_TARGETS))
     if gains_motion:
-        widen_stem(model.clip.visual, config.encoder.image_channels)
+        widen_stem(model.clip.visual, image_channels(config.encoder.motion_gap_s))
         model.config = config.encoder
     return model
 
