@@ -235,9 +235,7 @@ class SearchService:
                 f"the query is {len(text)} characters; at most "
                 f"{self.settings.search.max_query_chars} are accepted"
             )
-        features = encoder.encode_text([text], max_tokens=MAX_QUERY_TOKENS)
-        tokens = features.tokens[0][features.mask[0]]  # (valid tokens, token_dim)
-        return QueryText(text, features.sentence[0], tokens)
+        return QueryText.from_features(text, encoder.encode_text([text], MAX_QUERY_TOKENS))
 
     def _fusion(self) -> FusionParams:
         s = self.settings.search

@@ -7,11 +7,14 @@ best moments (seconds, best first) and a per-clip saliency curve. Stage-1 hints
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from engine.errors import InputError
+
+if TYPE_CHECKING:
+    from engine.encoders import TextFeatures
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,11 @@ class QueryText:
     text: str
     sentence: np.ndarray  # (D,) float32, L2-normalised, same space as the clip embeddings
     tokens: np.ndarray  # (L, W) float32 token features after ln_final; L valid tokens incl. SOT/EOT
+
+    @classmethod
+    def from_features(cls, text: str, features: "TextFeatures", row: int = 0) -> "QueryText":
+        """Row `row` of an encoder's `encode_text` output: its sentence and valid tokens."""
+        return cls(text, features.sentence[row], features.tokens[row][features.mask[row]])
 
     def unit_sentence(self) -> np.ndarray:
         """The sentence embedding as a float32 unit vector (D,); refuses a zero one."""

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from api.search import MAX_QUERY_TOKENS
 from engine.decode import iter_clips
 from engine.encoder_registry import resolve_encoder
-from engine.encoders import Encoder, create_encoder, encode_video_clips
+from engine.encoders import create_encoder, encode_video_clips
 from engine.errors import ConfigError
 from engine.synth import generate_corpus
 from localize import registry
@@ -76,11 +77,6 @@ def test_the_shipped_mesm_is_checked_against_its_encoders_weights(
         check_shipped_features(ENCODER)
 
 
-def _query(encoder: Encoder, text: str) -> QueryText:
-    features = encoder.encode_text([text], max_tokens=32)
-    return QueryText(text, features.sentence[0], features.tokens[0][features.mask[0]])
-
-
 def test_the_shipped_mesm_finds_moments_in_unseen_videos(tmp_path: Path) -> None:
     """Right video given, on generated videos of a seed no model was trained on: MESM's
     first moment overlaps the event (IoU >= 0.5) for more queries than the training-free
@@ -107,7 +103,7 @@ def test_the_shipped_mesm_finds_moments_in_unseen_videos(tmp_path: Path) -> None
     }
     hits = dict.fromkeys(localizers, 0)
     for q in queries:
-        text = _query(encoder, q.query)
+        text = QueryText.from_features(q.query, encoder.encode_text([q.query], MAX_QUERY_TOKENS))
         for name, localizer in localizers.items():
             [answer] = localizer.localize(text, [videos[q.vid]], top_k=1)
             first = answer.moments[0]
