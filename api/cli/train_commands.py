@@ -133,6 +133,10 @@ def train_localizer_command(
         int | None, typer.Option(min=1, help="Videos per batch (default 12).")
     ] = None,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-4,
+    lr_drop: Annotated[
+        int,
+        typer.Option(min=1, help="Halve the learning rate every this many epochs (official: 400)."),
+    ] = 400,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 2018,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -214,7 +218,7 @@ def train_localizer_command(
             name=f"{model_config.name.split('-clip')[0]}-clip{video_dim}",
         )
     criterion = criterion_preset(dataset_style(model_config))
-    config = TrainConfig(epochs=epochs, lr=lr, seed=seed, device=chosen_device)
+    config = TrainConfig(epochs=epochs, lr=lr, lr_drop=lr_drop, seed=seed, device=chosen_device)
 
     with count_bars(transient=True) as progress:
         result = train_localizer(

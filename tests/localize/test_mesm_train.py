@@ -12,6 +12,7 @@ import torch
 from engine.errors import InputError
 from localize.annotations import MomentQuery
 from localize.features import InMemoryFeatureSource
+from localize.mesm.checkpoint import load_checkpoint
 from localize.mesm.config import MesmConfig, clip_only, preset
 from localize.mesm.data import (
     EncoderTextSource,
@@ -173,8 +174,6 @@ def test_predictions_have_the_submission_format() -> None:
 
 
 def test_train_localizer_keeps_best_checkpoint(tmp_path: Path) -> None:
-    from localize.mesm.checkpoint import load_checkpoint
-
     train_q, feats = synthetic(6, 2, seed=5)
     val_q, val_feats = synthetic(2, 2, seed=6)
     train_set = dataset(train_q, feats)
@@ -305,13 +304,14 @@ def test_cli_trains_clip_only_preset(tmp_path: Path) -> None:
     ]
     args += ["--features", str(clip_dir), "--text-features", str(text_dir), "--out", str(out)]
     args += ["--config-preset", "qvhighlights-clip", "--epochs", "1", "--batch-videos", "2"]
-    args += ["--device", "cpu", "--json"]
+    args += ["--lr-drop", "30", "--device", "cpu", "--json"]
     result = CliRunner().invoke(train_app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["best_epoch"] == 1 and summary["train_queries"] == 6
     assert summary["val_queries"] == 2 and summary["selection_metric"] == "MR-full-mAP"
-    assert out.is_file()
+    _, extra = load_checkpoint(out)
+    assert extra["train_config"]["lr_drop"] == 30 and extra["train_config"]["lr_gamma"] == 0.5
 
 
 def test_official_batch_masks_train_too() -> None:
@@ -329,7 +329,6 @@ def test_cli_text_encoder_option(tmp_path: Path) -> None:
 
     from api.cli.train_commands import train_app
     from localize.annotations import write_qvhighlights
-    from localize.mesm.checkpoint import load_checkpoint
 
     train_q, feats = synthetic(2, 1, seed=13)
     clip_dir = tmp_path / "clip_features"
