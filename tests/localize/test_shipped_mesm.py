@@ -47,8 +47,9 @@ def test_the_shipped_checkpoint_matches_its_encoder() -> None:
         2.0,
     )
     # the best epoch of the documented run (localize/models/README.md)
-    assert extra["epoch"] == 93 and extra["train_config"]["seed"] == 0
-    assert extra["val_brief"]["MR-full-mAP"] == pytest.approx(41.16)
+    assert extra["epoch"] == 42 and extra["train_config"]["seed"] == 0
+    assert extra["train_config"]["lr_drop"] == 33
+    assert extra["val_brief"]["MR-full-mAP"] == pytest.approx(48.94)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -80,7 +81,8 @@ def test_the_shipped_mesm_is_checked_against_its_encoders_weights(
 def test_the_shipped_mesm_finds_moments_in_unseen_videos(tmp_path: Path) -> None:
     """Right video given, on generated videos of a seed no model was trained on: MESM's
     first moment overlaps the event (IoU >= 0.5) for more queries than the training-free
-    similarity localizer's does, through the ingest decoding path."""
+    similarity localizer's does, and its first 10 moments for at least as many, through
+    the ingest decoding path."""
     generate_corpus(
         tmp_path, n_videos=6, seed=31, min_seconds=30, max_seconds=90, queries_per_minute=4
     )
@@ -101,15 +103,19 @@ def test_the_shipped_mesm_finds_moments_in_unseen_videos(tmp_path: Path) -> None
         name: create_localizer(name, LocalizerOptions(encoder=ENCODER, device="cpu"))
         for name in ("mesm", "similarity")
     }
-    hits = dict.fromkeys(localizers, 0)
+    first_hits = dict.fromkeys(localizers, 0)
+    top10_hits = dict.fromkeys(localizers, 0)
     for q in queries:
         text = QueryText.from_features(q.query, encoder.encode_text([q.query], MAX_QUERY_TOKENS))
         for name, localizer in localizers.items():
-            [answer] = localizer.localize(text, [videos[q.vid]], top_k=1)
-            first = answer.moments[0]
-            best = temporal_iou([[first.start_s, first.end_s]], np.array(q.windows)).max()
-            hits[name] += int(best >= 0.5)
-    share = {name: hit / len(queries) for name, hit in hits.items()}
+            [answer] = localizer.localize(text, [videos[q.vid]], top_k=10)
+            spans = [[m.start_s, m.end_s] for m in answer.moments]
+            ious = temporal_iou(spans, np.array(q.windows)).max(axis=1)
+            first_hits[name] += int(ious[0] >= 0.5)
+            top10_hits[name] += int(ious.max() >= 0.5)
     assert len(queries) >= 20
-    # measured: MESM 29 of 31 (0.94), similarity 26 of 31 (0.84)
-    assert share["mesm"] >= 0.85 and share["mesm"] > share["similarity"], share
+    # measured: first moment right for MESM 31 of 31, similarity 26; any of the first 10
+    # right for 31 and 30
+    assert first_hits["mesm"] >= 0.9 * len(queries), first_hits
+    assert first_hits["mesm"] > first_hits["similarity"], first_hits
+    assert top10_hits["mesm"] >= top10_hits["similarity"], top10_hits
